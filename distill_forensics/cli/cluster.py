@@ -1,0 +1,124 @@
+"""``distill-forensics cluster``: ranked, explained clusters of coordinated accounts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import polars as pl
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.errors import EXIT_FINDINGS
+from distill_forensics.pipeline import ClusterResult, Options, run_cluster
+from distill_forensics.score import ScoreOptions
+from distill_forensics.write import to_csv_text, to_json_text, write_table
+
+FORMATS = ("table", "csv", "json")
+
+
+@click.command()
+@input_options
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Rows of the table on stdout (0: all).")
+@click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Smallest cluster reported.")
+@click.option("--min-score", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+              help="Lowest score reported.")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=50.0, show_default=True,
+              help="Score at or above which a cluster is suspected.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Format of the report on stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the cluster report here (.csv, .json or .parquet).")
+@click.option("--members", type=click.Path(dir_okay=False),
+              help="Write one row per clustered account here (.csv, .json or .parquet).")
+@click.option("--fail-on-findings/--pass-on-findings", default=False, show_default=True,
+              help=f"Exit {EXIT_FINDINGS} when suspected clusters were found (for nightly jobs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@handle_errors
+def cluster(
+    logs: tuple[str, ...],
+    accounts: str | None,
+    column: tuple[str, ...],
+    config: str | None,
+    time_from: str | None,
+    time_to: str | None,
+    top: int,
+    min_size: int,
+    min_score: float,
+    threshold: float,
+    fmt: str,
+    output: str | None,
+    members: str | None,
+    fail_on_findings: bool,
+    quiet: bool,
+) -> None:
+    """Rank clusters of coordinated accounts in API logs, with the evidence for each.
+
+    LOGS are Parquet or CSV files (.csv.gz too), globs or directories.
+
+    \b
+    Examples:
+        distill-forensics cluster sample_logs/logs.parquet --accounts sample_logs/accounts.parquet
+        distill-forensics cluster 'exports/day=*/' --accounts billing.csv -o report.csv \\
+            --members members.parquet --fail-on-findings --quiet
+    """
+    kwargs = resolve_inputs(column, config, time_from, time_to)
+    status = Status(quiet)
+    options = Options(score=ScoreOptions(threshold=threshold))
+    with status.running("reading logs…"):
+        result = run_cluster(list(logs), accounts, options=options, progress=status.stage, **kwargs)
+    report = result.clusters.filter(
+        (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
+    )
+    member_rows = result.members.join(report.select("cluster_id"), on="cluster_id", how="semi")
+    if output:
+        write_table(report, output)
+    if members:
+        write_table(member_rows, members)
+    shown = report.head(top) if top else report
+    if fmt == "csv":
+        sys.stdout.write(to_csv_text(shown))
+    elif fmt == "json":
+        sys.stdout.write(to_json_text(shown))
+        sys.stdout.write("\n")
+    else:
+        render_table(shown)
+    _summary(status, result, report)
+    if fail_on_findings and report.filter(pl.col("suspected")).height:
+        sys.exit(EXIT_FINDINGS)
+
+
+def render_table(report: pl.DataFrame) -> None:
+    """The ranked table on stdout: rich on a terminal, plain columns when piped."""
+    console = Console()
+    plain = not console.is_terminal
+    table = Table(box=None if plain else box.SIMPLE_HEAVY, show_edge=not plain, pad_edge=False)
+    for name, justify in [("rank", "right"), ("cluster", "left"), ("accounts", "right"),
+                          ("requests", "right"), ("score", "right"), ("top reasons", "left")]:
+        table.add_column(name, justify=justify, no_wrap=name != "top reasons")  # type: ignore[arg-type]
+    for row in report.iter_rows(named=True):
+        score = f"{row['score']:.1f}" + (" *" if row["suspected"] else "")
+        style = "bold red" if row["suspected"] and not plain else None
+        table.add_row(str(row["rank"]), row["cluster_id"], f"{row['n_accounts']:,}",
+                      f"{row['n_requests']:,}", score, row["reasons"] or "", style=style)
+    if plain:
+        console = Console(width=10_000, no_color=True, highlight=False, soft_wrap=True)
+    console.print(table)
+
+
+def _summary(status: Status, result: ClusterResult, report: pl.DataFrame) -> None:
+    ev = result.evidence
+    n_susp = report.filter(pl.col("suspected"))
+    status.message(
+        f"{ev.rows:,} rows, {ev.n_accounts:,} accounts, {result.clusters.height:,} clusters, "
+        f"{n_susp.height:,} suspected ({int(n_susp['n_accounts'].sum() or 0):,} accounts)"
+    )
+    if ev.malformed:
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(ev.malformed.items()))
+        status.warn(f"malformed rows counted and skipped or repaired: {parts}")
+    if ev.unused_signals:
+        status.warn("signals not used (columns absent): " + ", ".join(ev.unused_signals))

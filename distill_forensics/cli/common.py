@@ -1,0 +1,137 @@
+"""Pieces shared by the commands: error handling, progress on stderr, output options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int) -> None:
+    """Print one clean line on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one line and their exit code; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DistillForensicsError as exc:
+            fail(str(exc), exc.exit_code)
+        except MemoryError:
+            fail("out of memory; narrow the input with --from/--to", EXIT_INTERNAL)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Status:
+    """Stage status on stderr: a spinner on a terminal, nothing when quiet or piped."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.enabled = not quiet and self.console.is_terminal
+        self._status: Any = None
+
+    def stage(self, name: str) -> None:
+        if self._status is not None:
+            self._status.update(f"[bold]{name}[/]…")
+
+    def message(self, text: str) -> None:
+        """A status line for people (stderr), shown unless quiet or piped."""
+        if self.enabled:
+            self.console.print(text, highlight=False)
+
+    def warn(self, text: str) -> None:
+        """A warning for people (stderr): shown unless quiet, also when piped."""
+        if not self.quiet:
+            self.console.print(f"warning: {text}", highlight=False, soft_wrap=True)
+
+    @contextmanager
+    def running(self, title: str) -> Iterator[Status]:
+        if not self.enabled:
+            yield self
+            return
+        with self.console.status(title) as st:
+            self._status = st
+            yield self
+        self._status = None
+
+
+def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:
+    """Parse repeated ``--column canonical=source`` options."""
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(
+                f"{v!r} is not canonical=source, e.g. --column account_id=user_id",
+                param_hint="--column",
+            )
+        key, src = (s.strip() for s in v.split("=", 1))
+        if not key or not src:
+            raise click.BadParameter(f"{v!r} has an empty side", param_hint="--column")
+        out[key] = src
+    return out
+
+
+def input_options(func: F) -> F:
+    """The input options every analysis command shares."""
+    decorators = [
+        click.argument("logs", nargs=-1, required=True),
+        click.option(
+            "--accounts",
+            "accounts",
+            type=click.Path(dir_okay=False),
+            help="Accounts/billing table (Parquet or CSV), joined on account_id.",
+        ),
+        click.option(
+            "--column",
+            "column",
+            multiple=True,
+            metavar="CANONICAL=SOURCE",
+            help="Map a canonical column to the export's name (repeatable).",
+        ),
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False),
+            help="TOML file with a [columns] table of canonical = source names.",
+        ),
+        click.option("--from", "time_from", metavar="TIME", help="Only rows at or after TIME (ISO)."),
+        click.option("--to", "time_to", metavar="TIME", help="Only rows before TIME (ISO)."),
+    ]
+    for d in reversed(decorators):
+        func = d(func)
+    return func
+
+
+def resolve_inputs(
+    column: tuple[str, ...], config: str | None, time_from: str | None, time_to: str | None
+) -> dict[str, Any]:
+    """Turn the shared input options into keyword arguments of the library calls."""
+    from distill_forensics.read import load_config, parse_time_bound
+
+    mapping: dict[str, str] = {}
+    if config:
+        mapping.update(load_config(config))
+    mapping.update(parse_column_mapping(column))
+    return {
+        "columns": mapping or None,
+        "time_from": parse_time_bound(time_from) if time_from else None,
+        "time_to": parse_time_bound(time_to) if time_to else None,
+    }

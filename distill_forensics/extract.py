@@ -1,0 +1,287 @@
+"""Stage 1: turn raw request rows into compact evidence.
+
+Everything after this stage works on the :class:`Evidence` tables only, so a
+nightly job can extract each day once and cluster a rolling window later.
+
+- ``usage``: which account used which attribute value, how often and when
+  (one row per account, kind and value);
+- ``activity``: requests per account per 10-minute slot (for lockstep timing);
+- ``accounts``: per-account behaviour counters (sums, so days can be added up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
+from distill_forensics.read import Source
+
+SLOT_SECONDS = 600
+"""Width of an activity slot: lockstep is measured on 10-minute slots."""
+
+# Capability classes of a prompt.  They name the capabilities the 2026
+# distillation reports saw harvested; a prompt may fall in several.
+COT_PATTERN = (
+    r"(?i)step[- ]by[- ]step|chain[- ]of[- ]thought|show (?:all |your |the )?(?:full |complete )?"
+    r"(?:work|reasoning|thinking|steps)|think (?:carefully|through|aloud|out loud)|"
+    r"explain your reasoning|reason (?:carefully|through)|full reasoning|detailed reasoning"
+)
+GRADING_PATTERN = (
+    r"(?i)rubric|grade (?:this|the|each)|score (?:the|this|each|from|on a scale)|"
+    r"rate (?:the|this) (?:answer|response)|evaluate (?:the|this) (?:answer|response)|"
+    r"which (?:answer|response) is better"
+)
+CODING_PATTERN = (
+    r"(?i)coding agent|```|\bdef |\bclass |implement|refactor|unit tests?|stack trace|"
+    r"repository|pull request|\bbash\b|terminal|compile|function that|write (?:a|the) "
+    r"(?:python|javascript|typescript|rust|go|java|sql|c\+\+)"
+)
+TOOL_PATTERN = (
+    r"(?i)tool[ _]calls?|function[ _]call|available tools|call the tool|json schema|"
+    r"\"name\"\s*:|tools?:\s*\[|<tool"
+)
+
+# Kinds of attribute value an account can share with another.
+LOG_VALUE_KINDS: dict[str, str] = {
+    "ip": "ip",
+    "net": "ip",  # derived from ip: /24 (v4) or /48 (v6)
+    "tls": "tls_fingerprint",
+    "ua": "user_agent",
+    "template": "prompt",
+    "model": "model",
+    "org": "org_id",
+}
+ACCOUNT_VALUE_KINDS: dict[str, str] = {
+    "payment": "payment_fingerprint",
+    "bin_country": "card_bin",
+    "email": "email",
+    "email_domain": "email",
+    "signup_ip": "signup_ip",
+    "signup_net": "signup_ip",
+    "signup_hour": "created_at",
+    "signup_day": "created_at",
+}
+
+TEMPLATE_WORDS = 8
+"""A prompt's template is its masked skeleton cut to its first words."""
+
+
+def template_key(prompt: pl.Expr) -> pl.Expr:
+    """The template skeleton of a prompt: names, numbers and punctuation masked, first words.
+
+    Two prompts generated from one template with different fills (numbers,
+    names, task text after the fixed opening) get the same key.
+
+    >>> pl.select(template_key(pl.lit("Solve: Ann has 3 apples.  Think step by step.")))
+    """
+    masked = (
+        prompt.str.replace_all(r"\b[A-Z][a-z]+\b", "N")
+        .str.to_lowercase()
+        .str.replace_all(r"[0-9]+(?:[.,:][0-9]+)*", "#")
+        .str.replace_all(r"[^a-z#]+", " ")
+        .str.strip_chars()
+    )
+    head = masked.str.extract(r"^((?:\S+ ){0,%d}\S+)" % (TEMPLATE_WORDS - 1), 1)
+    # A skeleton of fewer than four words ("hi", "n") says nothing about a template.
+    return pl.when(head.str.count_matches(" ") >= 3).then(head).otherwise(None)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The compact evidence the linking, clustering and scoring stages work on."""
+
+    usage: pl.DataFrame
+    activity: pl.DataFrame
+    accounts: pl.DataFrame
+    rows: int
+    malformed: dict[str, int] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    unused_signals: tuple[str, ...] = ()
+
+    @property
+    def n_accounts(self) -> int:
+        return self.accounts.height
+
+
+def _value_expr(kind: str) -> pl.Expr:
+    if kind == "ip":
+        return pl.col("ip")
+    if kind == "net":
+        return ip_network(pl.col("ip"))
+    if kind == "template":
+        return template_key(pl.col("prompt"))
+    return pl.col(LOG_VALUE_KINDS[kind])
+
+
+def _account_value_expr(kind: str) -> pl.Expr:
+    if kind == "payment":
+        return pl.col("payment_fingerprint")
+    if kind == "bin_country":
+        return pl.concat_str(
+            [pl.col("card_bin"), pl.col("billing_country").fill_null("?")], separator="/"
+        )
+    if kind == "email":
+        return email_normalized(pl.col("email"))
+    if kind == "email_domain":
+        dom = email_domain(pl.col("email"))
+        return pl.when(is_free_mail(dom)).then(None).otherwise(dom)
+    if kind == "signup_ip":
+        return pl.col("signup_ip")
+    if kind == "signup_net":
+        return ip_network(pl.col("signup_ip"))
+    if kind == "signup_hour":
+        return pl.col("created_at").dt.truncate("1h").dt.strftime("%Y-%m-%dT%H")
+    if kind == "signup_day":
+        return pl.col("created_at").dt.strftime("%Y-%m-%d")
+    raise KeyError(kind)
+
+
+def extract(source: Source) -> Evidence:
+    """Read the rows of ``source`` once and build the evidence tables.
+
+    Signals whose columns are absent are listed in ``unused_signals``.
+    """
+    cols = set(source.columns)
+    lf = source.frame
+    good = lf.filter(pl.col("_bad").is_null())
+
+    log_kinds = [k for k, c in LOG_VALUE_KINDS.items() if c in cols]
+    acct_kinds = [k for k, c in ACCOUNT_VALUE_KINDS.items() if c in cols]
+    if "billing_country" not in cols and "bin_country" in acct_kinds:
+        acct_kinds.remove("bin_country")
+    unused = sorted(
+        {k for k, c in LOG_VALUE_KINDS.items() if c not in cols}
+        | {k for k, c in ACCOUNT_VALUE_KINDS.items() if c not in cols}
+    )
+
+    has_prompt = "prompt" in cols
+    prompt = pl.col("prompt") if has_prompt else pl.lit(None, dtype=pl.String)
+    tokens_in = pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)
+    tokens_out = pl.col("output_tokens") if "output_tokens" in cols else pl.lit(None, pl.Int64)
+
+    queries: list[pl.LazyFrame] = []
+    for kind in log_kinds:
+        value = _value_expr(kind)
+        agg = [
+            pl.len().cast(pl.Int64).alias("n_requests"),
+            pl.col("timestamp").min().alias("first_seen"),
+            pl.col("timestamp").max().alias("last_seen"),
+        ]
+        if kind == "template":
+            agg.append(pl.col("prompt").n_unique().cast(pl.Int64).alias("n_variants"))
+        else:
+            agg.append(pl.lit(None, pl.Int64).alias("n_variants"))
+        q = (
+            good.select("account_id", "timestamp", *(["prompt"] if kind == "template" else []),
+                        value.alias("value"))
+            .filter(pl.col("value").is_not_null())
+            .group_by("account_id", "value")
+            .agg(agg)
+            .with_columns(pl.lit(kind).alias("kind"))
+        )
+        queries.append(q)
+
+    if acct_kinds:
+        acct_cols = sorted({ACCOUNT_VALUE_KINDS[k] for k in acct_kinds} | {"account_id"})
+        if "bin_country" in acct_kinds:
+            acct_cols = sorted(set(acct_cols) | {"billing_country"})
+        per_account = (
+            good.select([*acct_cols, "timestamp"])
+            .group_by("account_id")
+            .agg(
+                [pl.col(c).drop_nulls().first() for c in acct_cols if c != "account_id"]
+                + [pl.col("timestamp").min().alias("_first"), pl.len().alias("_n")]
+            )
+        )
+        created = pl.col("created_at") if "created_at" in cols else pl.col("_first")
+        for kind in acct_kinds:
+            queries.append(
+                per_account.select(
+                    "account_id",
+                    _account_value_expr(kind).alias("value"),
+                    pl.col("_n").cast(pl.Int64).alias("n_requests"),
+                    created.alias("first_seen"),
+                    created.alias("last_seen"),
+                    pl.lit(None, pl.Int64).alias("n_variants"),
+                )
+                .filter(pl.col("value").is_not_null())
+                .with_columns(pl.lit(kind).alias("kind"))
+            )
+
+    activity_q = (
+        good.select(
+            "account_id",
+            (pl.col("timestamp").dt.epoch("s") // SLOT_SECONDS).alias("slot"),
+        )
+        .group_by("account_id", "slot")
+        .agg(pl.len().cast(pl.Int32).alias("n"))
+    )
+
+    feats = [
+        pl.len().cast(pl.Int64).alias("n_requests"),
+        pl.col("timestamp").min().alias("first_seen"),
+        pl.col("timestamp").max().alias("last_seen"),
+        tokens_in.sum().cast(pl.Int64).alias("input_tokens"),
+        tokens_out.sum().cast(pl.Int64).alias("output_tokens"),
+        prompt.is_not_null().sum().cast(pl.Int64).alias("n_prompts"),
+        prompt.n_unique().cast(pl.Int64).alias("n_distinct_prompts"),
+        prompt.str.contains(COT_PATTERN).sum().cast(pl.Int64).alias("n_cot"),
+        prompt.str.contains(GRADING_PATTERN).sum().cast(pl.Int64).alias("n_grading"),
+        prompt.str.contains(CODING_PATTERN).sum().cast(pl.Int64).alias("n_coding"),
+        prompt.str.contains(TOOL_PATTERN).sum().cast(pl.Int64).alias("n_tool"),
+    ]
+    if "org_id" in cols:
+        feats.append(pl.col("org_id").drop_nulls().mode().sort().first().alias("org_id"))
+    if "created_at" in cols:
+        feats.append(pl.col("created_at").drop_nulls().first().alias("created_at"))
+    if "email" in cols:
+        feats.append(pl.col("email").drop_nulls().first().alias("email"))
+    accounts_q = good.group_by("account_id").agg(feats)
+
+    malformed_q = lf.select(
+        pl.len().alias("rows"),
+        (pl.col("_bad") == "unparseable_timestamp").sum().alias("unparseable_timestamp"),
+        (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
+        *(
+            [pl.col("_ip_invalid").sum().alias("invalid_ip")]
+            if "_ip_invalid" in lf.collect_schema().names()
+            else []
+        ),
+        *(
+            [pl.col("_tokens_invalid").sum().alias("invalid_tokens")]
+            if "_tokens_invalid" in lf.collect_schema().names()
+            else []
+        ),
+    )
+
+    frames = pl.collect_all([*queries, activity_q, accounts_q, malformed_q])
+    usage_parts = frames[: len(queries)]
+    activity, accounts, malformed_df = frames[len(queries):]
+
+    usage_schema = {
+        "account_id": pl.String,
+        "kind": pl.String,
+        "value": pl.String,
+        "n_requests": pl.Int64,
+        "first_seen": pl.Datetime("us", "UTC"),
+        "last_seen": pl.Datetime("us", "UTC"),
+        "n_variants": pl.Int64,
+    }
+    usage = (
+        pl.concat([p.select(list(usage_schema)).cast(usage_schema) for p in usage_parts])
+        if usage_parts
+        else pl.DataFrame(schema=usage_schema)
+    ).sort("kind", "value", "account_id")
+    counts = malformed_df.row(0, named=True)
+    rows = int(counts.pop("rows"))
+    return Evidence(
+        usage=usage,
+        activity=activity.sort("account_id", "slot"),
+        accounts=accounts.sort("account_id"),
+        rows=rows,
+        malformed={k: int(v) for k, v in counts.items() if v},
+        columns=tuple(sorted(cols)),
+        unused_signals=tuple(unused),
+    )

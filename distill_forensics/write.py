@@ -1,0 +1,234 @@
+"""Write result tables as CSV, JSON, JSON lines or Parquet, atomically.
+
+A report is written to a temporary file beside its destination and renamed
+over it only once complete, so a crash or a full disk never leaves a
+half-written report under the final name.
+
+CSV cells are made safe to open in a spreadsheet: text starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so it is
+not run as a formula (OWASP "CSV Injection"). Log fields such as prompts and
+user agents are attacker-controlled, so this matters for a forensic report.
+JSON and Parquet keep values exactly as they are.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from distill_forensics.errors import InputError
+
+__all__ = [
+    "FORMATS",
+    "FORMULA_PREFIXES",
+    "LIST_SEPARATOR",
+    "to_csv_text",
+    "to_json_text",
+    "write_table",
+]
+
+# Output file name ending -> format name.
+FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".csv.gz": "csv.gz",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+_FORMAT_NAMES = {*FORMATS.values(), "ndjson"}
+
+# Leading characters a spreadsheet may treat as the start of a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = r"^[=+\-@\t\r]"
+LIST_SEPARATOR = "; "
+
+
+def _neutralised(text: pl.Expr) -> pl.Expr:
+    return pl.when(text.str.contains(_FORMULA_START)).then(pl.lit("'") + text).otherwise(text)
+
+
+def _iso_utc(col: pl.Expr) -> pl.Expr:
+    """Datetime -> ISO-8601 text in UTC with a Z; naive values are taken to be UTC already."""
+    return col.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+
+
+def _utc(col: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    if dtype.time_zone is None:
+        return col
+    return col.dt.convert_time_zone("UTC")
+
+
+def _json_text(col: pl.Expr) -> pl.Expr:
+    """A nested cell as compact JSON text (null stays null)."""
+    encoded = pl.struct(col.alias("v")).struct.json_encode()
+    return pl.when(col.is_not_null()).then(encoded.str.slice(5).str.head(-1))
+
+
+def _inner(dtype: pl.List | pl.Array) -> pl.DataType:
+    inner = dtype.inner
+    if inner is None:
+        return pl.String()
+    return inner if isinstance(inner, pl.DataType) else inner()
+
+
+def _as_text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """One CSV cell's text for any column type (before neutralisation).
+
+    A list of scalars becomes its items joined with "; "; deeper nesting and
+    structs become JSON text.
+    """
+    if isinstance(dtype, pl.Datetime):
+        return _iso_utc(_utc(col, dtype))
+    if isinstance(dtype, pl.List | pl.Array):
+        inner = _inner(dtype)
+        if inner.is_nested():
+            return _json_text(col)
+        items = col if isinstance(dtype, pl.List) else col.arr.to_list()
+        return items.list.eval(_as_text(pl.element(), inner)).list.join(LIST_SEPARATOR)
+    if isinstance(dtype, pl.Struct):
+        return _json_text(col)
+    return col.cast(pl.String)
+
+
+def _holds_text(dtype: pl.DataType) -> bool:
+    """Whether a column's cells can carry arbitrary text (numbers and dates cannot)."""
+    return dtype.is_nested() or isinstance(dtype, pl.String | pl.Categorical | pl.Enum | pl.Object)
+
+
+def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
+    """Every column as text: timestamps in ISO UTC, lists joined, text formulas neutralised.
+
+    Numeric columns are left alone: ``-1`` in a number column is a number, not a formula.
+    """
+    cells = []
+    for name, dtype in df.schema.items():
+        text = _as_text(pl.col(name), dtype)
+        cells.append((_neutralised(text) if _holds_text(dtype) else text).alias(name))
+    return df.select(cells)
+
+
+def _json_value(col: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+    """Timestamps (also inside lists) as ISO-8601 UTC text; None when nothing needs changing."""
+    if isinstance(dtype, pl.Datetime):
+        return _iso_utc(_utc(col, dtype))
+    if isinstance(dtype, pl.List):
+        inner = _json_value(pl.element(), _inner(dtype))
+        return col.list.eval(inner) if inner is not None else None
+    return None
+
+
+def _json_ready(df: pl.DataFrame) -> pl.DataFrame:
+    """Timestamps as ISO-8601 UTC text with a Z; everything else as polars encodes it."""
+    converted = [
+        value.alias(name)
+        for name, dtype in df.schema.items()
+        if (value := _json_value(pl.col(name), dtype)) is not None
+    ]
+    return df.with_columns(converted) if converted else df
+
+
+def to_csv_text(df: pl.DataFrame) -> str:
+    """The table as CSV text, with the same rules as a written CSV file.
+
+    >>> print(to_csv_text(pl.DataFrame({"ua": ["=HYPERLINK(1)"], "n": [-1]})), end="")
+    ua,n
+    '=HYPERLINK(1),-1
+    """
+    return _csv_ready(df).write_csv()
+
+
+def to_json_text(df: pl.DataFrame) -> str:
+    """The table as a JSON array of objects, one object per line, timestamps ISO-8601 UTC.
+
+    >>> print(to_json_text(pl.DataFrame({"a": [1, 2]})), end="")
+    [
+    {"a":1},
+    {"a":2}
+    ]
+    """
+    if df.height == 0:
+        return "[]\n"
+    lines = _json_ready(df).write_ndjson().rstrip("\n").split("\n")
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+def _format_for(path: Path, fmt: str | None) -> str:
+    endings = ", ".join(FORMATS)
+    if fmt is not None:
+        name = fmt.lower().lstrip(".")
+        if name not in _FORMAT_NAMES:
+            valid = ", ".join(sorted(_FORMAT_NAMES))
+            raise InputError(f"{path}: unknown output format {fmt!r}; use one of {valid}")
+        return "jsonl" if name == "ndjson" else name
+    lower = path.name.lower()
+    for ending in sorted(FORMATS, key=len, reverse=True):
+        if lower.endswith(ending):
+            return FORMATS[ending]
+    ending = "".join(path.suffixes[-2:]) or "(none)"
+    raise InputError(f"{path}: unknown output file type {ending!r}; name it with one of {endings}")
+
+
+def _write(df: pl.DataFrame, kind: str, fh: IO[bytes]) -> None:
+    if kind == "parquet":
+        df.write_parquet(fh)
+    elif kind == "csv":
+        fh.write(to_csv_text(df).encode("utf-8"))
+    elif kind == "csv.gz":
+        # mtime=0: the same table always gives the same bytes.
+        with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
+            gz.write(to_csv_text(df).encode("utf-8"))
+    elif kind == "json":
+        fh.write(to_json_text(df).encode("utf-8"))
+    else:  # jsonl
+        fh.write(_json_ready(df).write_ndjson().encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -> None:
+    """Write ``df`` to ``path`` in the format its name ends with (or ``fmt``), atomically.
+
+    Formats: .csv, .csv.gz, .json (an array of objects), .jsonl/.ndjson, .parquet.
+
+    >>> write_table(clusters, "out/clusters.csv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    kind = _format_for(path, fmt)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name, e.g. {path / 'report.csv'}")
+
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write(df, kind, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file private (0600); give it the usual permissions.
+        tmp.chmod(0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
