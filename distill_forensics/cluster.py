@@ -35,6 +35,7 @@ class ClusterOptions:
     peel_min_size: int = 10
     peel_fraction: float = 0.1
     peel_rounds: int = 3
+    bridge_fraction: float = 0.1
     seed: int = 0
 
 
@@ -115,6 +116,52 @@ def _peel(groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions) -> 
     return out
 
 
+def _cut_bridges(
+    groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions
+) -> list[list[int]]:
+    """Detach small groups that hang on a large cluster by a single link (a bridge).
+
+    A family whose one mailbox collides with a campaign account's is joined to
+    the campaign by one edge; one link is thin evidence for merging two groups.
+    Pieces under ``bridge_fraction`` of the cluster become clusters of their own
+    and are scored on their own behaviour.
+    """
+    out: list[list[int]] = []
+    member = {i: k for k, g in enumerate(groups) if len(g) >= opt.peel_min_size for i in g}
+    if not member:
+        return groups
+    ids = pl.DataFrame({"i": list(member), "gi": list(member.values())},
+                       schema={"i": pl.Int64, "gi": pl.Int64})
+    intra = (
+        edges.select(pl.col("i").cast(pl.Int64), pl.col("j").cast(pl.Int64))
+        .join(ids, on="i")
+        .join(ids.rename({"i": "j", "gi": "gj"}), on="j")
+        .filter(pl.col("gi") == pl.col("gj"))
+    )
+    by_group = {k: part for (k,), part in intra.group_by("gi")}
+    for k, g in enumerate(groups):
+        if len(g) < opt.peel_min_size or k not in by_group:
+            out.append(g)
+            continue
+        graph = nx.Graph()
+        graph.add_nodes_from(g)
+        graph.add_edges_from(by_group[k].select("i", "j").iter_rows())
+        bridges = list(nx.bridges(graph))
+        if not bridges:
+            out.append(g)
+            continue
+        graph.remove_edges_from(bridges)
+        parts = sorted((sorted(c) for c in nx.connected_components(graph)), key=lambda c: (-len(c), c))
+        main = list(parts[0])
+        for part in parts[1:]:
+            if len(part) < opt.bridge_fraction * len(g):
+                out.append(part)
+            else:
+                main.extend(part)
+        out.append(sorted(main))
+    return out
+
+
 def cluster(links: Links, options: ClusterOptions | None = None) -> pl.DataFrame:
     """Assign accounts to clusters: returns ``account_id, cluster_id`` for clustered accounts."""
     opt = options or ClusterOptions()
@@ -144,6 +191,7 @@ def cluster(links: Links, options: ClusterOptions | None = None) -> pl.DataFrame
         else:
             groups.append(list(map(int, nodes)))
     groups = _peel(groups, e, opt)
+    groups = _cut_bridges(groups, e, opt)
     rows_acc: list[str] = []
     rows_cid: list[str] = []
     acc_list = accounts.to_list()

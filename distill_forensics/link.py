@@ -86,7 +86,7 @@ class LinkOptions:
 
     kind_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_KIND_WEIGHTS))
     rare_max: int = 32
-    neighbours: int = 6
+    neighbours: int = 4
     max_share: float = 0.25
     saturation: float = 0.5
     min_weight: float = 0.55
@@ -114,11 +114,11 @@ def _hash64(values: pl.Expr, seed: int) -> pl.Expr:
     return values.hash(seed=seed)
 
 
-def _neighbour_pairs(members: pl.DataFrame, k: int, order_cols: list[str]) -> pl.DataFrame:
+def _neighbour_pairs(members: pl.DataFrame, k: int, orders: list[list[str]]) -> pl.DataFrame:
     """Pairs of each member with its next ``k`` members of the same group in each order."""
     out = []
-    for col in order_cols:
-        s = members.sort("group", col, "idx")
+    for cols in orders:
+        s = members.sort("group", *cols, "idx")
         for d in range(1, k + 1):
             out.append(
                 s.select(
@@ -145,7 +145,7 @@ def _candidates(members: pl.DataFrame, rare_max: int, k: int) -> pl.DataFrame:
     sizes = members.group_by("group").agg(pl.len().alias("size"))
     m = members.join(sizes, on="group")
     rare = _all_pairs(m.filter(pl.col("size") <= rare_max))
-    popular = _neighbour_pairs(m.filter(pl.col("size") > rare_max), k, ["sig1", "sig2"])
+    popular = _neighbour_pairs(m.filter(pl.col("size") > rare_max), k, [["sig1", "sig2"], ["sig2", "sig1"]])
     pairs = pl.concat([rare, popular]).select(
         pl.min_horizontal("i", "j").alias("i"), pl.max_horizontal("i", "j").alias("j")
     )

@@ -69,6 +69,7 @@ class ScoreOptions:
     pivot_hours: float = 24.0
     new_model_grace_days: float = 2.0
     size_scale: float = 4.0
+    volume_scale: float = 50.0
 
 
 def _clip01(e: pl.Expr) -> pl.Expr:
@@ -258,14 +259,14 @@ def score(
     # Coordination measured on two or three accounts is weak evidence: two
     # friends can sign up the same week. Shrink it by the cluster's size.
     reliable = 1.0 - (-(n.cast(pl.Float64) - 1.0) / opt.size_scale).exp()
+    # Shares of a handful of requests are weak evidence too.
+    volume = 1.0 - (-pl.col("n_requests").cast(pl.Float64) / opt.volume_scale).exp()
     f = f.with_columns(
-        f_templated=_clip01(reliable * pl.col("t_fill").fill_null(0) / prompts),
+        f_templated=_clip01(reliable * volume * pl.col("t_fill").fill_null(0) / prompts),
         f_verbatim_repeats=_clip01(pl.col("t_verb").fill_null(0) / prompts),
-        f_cot=_clip01(pl.col("_cot") / prompts),
-        f_capability=_clip01(pl.col("_cap") / prompts),
-        f_output_heavy=_clip01(
-            (pl.col("_out") / pl.col("_in").clip(1)).log(2) / 3.0
-        ),
+        f_cot=_clip01(volume * pl.col("_cot") / prompts),
+        f_capability=_clip01(volume * pl.col("_cap") / prompts),
+        f_output_heavy=_clip01(volume * (pl.col("_out") / pl.col("_in").clip(1)).log(2) / 3.0),
         f_sync=_clip01(reliable * pl.col("sync_lift").fill_null(0).clip(1).log() / math.log(20)),
         f_load_balance=_clip01(reliable * (1.0 - pl.col("volume_cv").fill_null(1.0))),
         f_signup_burst=_clip01(reliable * (pl.col("burst").fill_null(0) / n - 0.2) / 0.6),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from distill_forensics.cli.simulate import simulate as simulate_cmd
 from distill_forensics.errors import InputError
-from distill_forensics.simulate import SimulatedData, generate, simulate
+from distill_forensics.simulate import SimulatedData, generate, simulate, write
 from distill_forensics.simulate.values import hex_strings, ipv4_text
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -47,8 +47,16 @@ TRUTH_COLUMNS = {
     "group_kind": pl.String,
     "is_attack": pl.Boolean,
 }
-BENIGN = {"individual", "company", "university", "cgnat", "ci_benchmark", "family",
-          "heavy_app", "reseller"}
+BENIGN = {
+    "individual",
+    "company",
+    "university",
+    "cgnat",
+    "ci_benchmark",
+    "family",
+    "heavy_app",
+    "reseller",
+}
 ATTACKS = {"hydra", "residential_proxy", "low_and_slow", "model_pivot"}
 RELEASE = datetime(2026, 3, 21, 16, tzinfo=UTC)
 FILES = {
@@ -74,12 +82,13 @@ def _bytes(directory: Path) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_same_seed_gives_identical_files(tmp_path: Path, fmt: str) -> None:
-    a = simulate(tmp_path / "a", scale="tiny", seed=5, fmt=fmt)
-    b = simulate(tmp_path / "b", scale="tiny", seed=5, fmt=fmt)
-    assert sorted(Path(p).name for p in a["files"].values()) == FILES[fmt]
-    assert _bytes(tmp_path / "a") == _bytes(tmp_path / "b")
+def test_same_seed_gives_identical_files(tmp_path: Path, tiny: SimulatedData) -> None:
+    again = generate("tiny", seed=11)
+    for fmt in ("parquet", "csv"):
+        a = write(tiny, tmp_path / f"a-{fmt}", fmt)
+        write(again, tmp_path / f"b-{fmt}", fmt)
+        assert sorted(Path(p).name for p in a.values()) == FILES[fmt]
+        assert _bytes(tmp_path / f"a-{fmt}") == _bytes(tmp_path / f"b-{fmt}")
 
 
 def test_different_seed_differs(tiny: SimulatedData) -> None:
@@ -97,15 +106,21 @@ def test_schema_is_exact(tiny: SimulatedData) -> None:
     assert dict(tiny.truth.schema) == TRUTH_COLUMNS
 
 
-def test_files_round_trip_with_schema(tmp_path: Path) -> None:
-    simulate(tmp_path, scale="tiny", seed=3, fmt="parquet")
+def test_files_round_trip_with_schema(tmp_path: Path, tiny: SimulatedData) -> None:
+    write(tiny, tmp_path, "parquet")
     assert dict(pl.read_parquet(tmp_path / "logs.parquet").schema) == LOG_COLUMNS
     assert dict(pl.read_parquet(tmp_path / "accounts.parquet").schema) == ACCOUNT_COLUMNS
-    simulate(tmp_path, scale="tiny", seed=3, fmt="csv")
+    assert pl.read_parquet(tmp_path / "truth.parquet").equals(tiny.truth)
+    write(tiny, tmp_path, "csv")
     csv = pl.read_csv(tmp_path / "logs.csv.gz", try_parse_dates=True)
     assert csv.columns == list(LOG_COLUMNS)
     assert csv.schema["timestamp"] == UTC_US
-    assert csv.height == pl.read_parquet(tmp_path / "logs.parquet").height
+    assert csv["timestamp"].equals(tiny.logs["timestamp"])
+    accounts = pl.read_csv(
+        tmp_path / "accounts.csv", try_parse_dates=True, schema_overrides={"card_bin": pl.String}
+    )
+    assert accounts.columns == list(ACCOUNT_COLUMNS)
+    assert accounts["card_bin"].equals(tiny.accounts["card_bin"])
 
 
 def test_ids_are_opaque(tiny: SimulatedData) -> None:
@@ -151,7 +166,10 @@ def test_no_frontier4_before_release(small: SimulatedData) -> None:
     assert f4.height > 0
     assert f4["timestamp"].min() >= RELEASE
     assert set(small.logs["model"]) == {
-        "frontier-3", "frontier-3-mini", "frontier-3-reasoning", "frontier-4"
+        "frontier-3",
+        "frontier-3-mini",
+        "frontier-3-reasoning",
+        "frontier-4",
     }
 
 
@@ -221,8 +239,11 @@ def test_campaign_tactics(small: SimulatedData) -> None:
     resi = logs.filter(pl.col("group_kind") == "residential_proxy")
     assert resi["ip"].n_unique() > 0.9 * resi.height
     # Low and slow: one static address each, few requests.
-    slow = logs.filter(pl.col("group_kind") == "low_and_slow").group_by("account_id").agg(
-        pl.col("ip").n_unique().alias("ips"), pl.len().alias("n"))
+    slow = (
+        logs.filter(pl.col("group_kind") == "low_and_slow")
+        .group_by("account_id")
+        .agg(pl.col("ip").n_unique().alias("ips"), pl.len().alias("n"))
+    )
     assert (slow["ips"] == 1).mean() > 0.95
     assert slow["n"].max() <= 40
     # Hydra: a few hundred proxy exits shared by far more accounts.
@@ -280,18 +301,20 @@ def test_ipv4_text_round_trip(values: list[int]) -> None:
 
 def test_cli_writes_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(simulate_cmd, [str(out), "--scale", "tiny", "--seed", "2",
-                                               "--quiet"])
+    result = CliRunner().invoke(
+        simulate_cmd, [str(out), "--scale", "tiny", "--seed", "2", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        str(out / "logs.parquet"), str(out / "accounts.parquet"), str(out / "truth.parquet")
+        str(out / "logs.parquet"),
+        str(out / "accounts.parquet"),
+        str(out / "truth.parquet"),
     ]
     assert sorted(p.name for p in out.iterdir()) == FILES["parquet"]
 
 
 def test_cli_csv_summary(tmp_path: Path) -> None:
-    result = CliRunner().invoke(simulate_cmd, [str(tmp_path), "--scale", "tiny",
-                                               "--format", "csv"])
+    result = CliRunner().invoke(simulate_cmd, [str(tmp_path), "--scale", "tiny", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == FILES["csv"]
     assert "hydra" in result.stderr

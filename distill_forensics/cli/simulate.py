@@ -21,14 +21,13 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # per-instance code, not class-wide
 
 
 class OneOf(click.Choice):
     """A choice whose error is one line naming the valid values."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
@@ -43,8 +42,7 @@ class Seed(click.ParamType):
 
     name = "N"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-                ) -> int:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         try:
             seed = int(value)
         except (TypeError, ValueError):
@@ -82,17 +80,35 @@ def _summary(console: Console, summary: dict[str, Any], seconds: float) -> None:
 
 @click.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--scale", type=OneOf(list(SCALES)), default="small", show_default=True,
-              help="Preset size: tiny ~1.5k accounts, sample ~3k, small ~20k, seed ~50k, "
-                   "large ~120k.")
-@click.option("--seed", type=Seed(), default=0, show_default=True,
-              help="Random seed; the same seed, scale and mix give byte-identical files.")
-@click.option("--mix", type=OneOf(list(MIXES)), default="default", show_default=True,
-              help="Which campaigns to plant and how hard they hide.")
-@click.option("--format", "fmt", type=OneOf(list(FORMATS)), default="parquet",
-              show_default=True,
-              help="parquet: logs/accounts/truth.parquet; csv: logs.csv.gz, accounts.csv, "
-                   "truth.csv.")
+@click.option(
+    "--scale",
+    type=OneOf(list(SCALES)),
+    default="small",
+    show_default=True,
+    help="Preset size: tiny ~1.5k accounts, sample ~3k, small ~20k, seed ~50k, large ~120k.",
+)
+@click.option(
+    "--seed",
+    type=Seed(),
+    default=0,
+    show_default=True,
+    help="Random seed; the same seed, scale and mix give byte-identical files.",
+)
+@click.option(
+    "--mix",
+    type=OneOf(list(MIXES)),
+    default="default",
+    show_default=True,
+    help="Which campaigns to plant and how hard they hide.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=OneOf(list(FORMATS)),
+    default="parquet",
+    show_default=True,
+    help="parquet: logs/accounts/truth.parquet; csv: logs.csv.gz, accounts.csv, truth.csv.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
 def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bool) -> None:
     """Write 30 days of simulated API traffic with planted distillation campaigns.
@@ -116,8 +132,9 @@ def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bo
                 def report(description: str, done: int, total: int) -> None:
                     bar.update(task, description=description, completed=done, total=total)
 
-                summary = run_simulation(out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt,
-                                         progress=report)
+                summary = run_simulation(
+                    out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt, progress=report
+                )
         else:
             summary = run_simulation(out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt)
     except DistillForensicsError as exc:

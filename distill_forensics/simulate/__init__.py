@@ -26,6 +26,7 @@ from distill_forensics.simulate.core import (
     generate,
     output_files,
     simulate,
+    write,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "generate",
     "output_files",
     "simulate",
+    "write",
 ]

@@ -95,8 +95,7 @@ def created_during(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(bump, np.minimum(t_bump, END_US - US_PER_DAY), t)
 
 
-def created_mixed(rng: np.random.Generator, n: int, during: float, mean_days: float
-                  ) -> np.ndarray:
+def created_mixed(rng: np.random.Generator, n: int, during: float, mean_days: float) -> np.ndarray:
     """A ``during`` share signs up in the window, the rest earlier."""
     return np.where(
         rng.random(n) < during, created_during(rng, n), created_before(rng, n, mean_days)
@@ -155,24 +154,17 @@ def sessions(
     return Traffic(req_acct[keep], req_sess[keep], sess_acct, sess_start, ts[keep])
 
 
-def pad_table(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged rows as a padded table plus row lengths."""
-    sizes = np.array([len(r) for r in rows], dtype=np.int64)
-    table = np.zeros((len(rows), max(1, int(sizes.max()))), dtype=np.int64)
-    for i, r in enumerate(rows):
-        table[i, : len(r)] = r
-    return table, sizes
-
-
-def pick_from_rows(rng: np.random.Generator, table: np.ndarray, sizes: np.ndarray,
-                   row: np.ndarray) -> np.ndarray:
+def pick_from_rows(
+    rng: np.random.Generator, table: np.ndarray, sizes: np.ndarray, row: np.ndarray
+) -> np.ndarray:
     """A random element of ``table[row]`` among its first ``sizes[row]`` entries."""
     col = (rng.random(len(row)) * sizes[row]).astype(np.int64)
     return table[row, col]
 
 
-def home_ips(world: World, rng: np.random.Generator, region: np.ndarray, v6_share: float,
-             slots: int = 3) -> np.ndarray:
+def home_ips(
+    world: World, rng: np.random.Generator, region: np.ndarray, v6_share: float, slots: int = 3
+) -> np.ndarray:
     """``slots`` successive home addresses per account (IPv4, or IPv6 for a share)."""
     n = len(region)
     v6 = rng.random(n) < v6_share
@@ -185,8 +177,7 @@ def home_ips(world: World, rng: np.random.Generator, region: np.ndarray, v6_shar
     return table
 
 
-def address_changes(rng: np.random.Generator, n: int, p: tuple[float, float, float]
-                    ) -> np.ndarray:
+def address_changes(rng: np.random.Generator, n: int, p: tuple[float, float, float]) -> np.ndarray:
     """Instants at which a home address is reassigned (two columns, NEVER-padded)."""
     k = rng.choice(3, n, p=list(p))
     t = np.sort(START_US + (rng.random((n, 2)) * WINDOW_DAYS * US_PER_DAY).astype(np.int64), 1)
@@ -195,23 +186,26 @@ def address_changes(rng: np.random.Generator, n: int, p: tuple[float, float, flo
     return t
 
 
-def home_ip_at(home: np.ndarray, changes: np.ndarray, acct: np.ndarray, t: np.ndarray
-               ) -> np.ndarray:
+def home_ip_at(
+    home: np.ndarray, changes: np.ndarray, acct: np.ndarray, t: np.ndarray
+) -> np.ndarray:
     """The home address an account had at instant ``t``."""
     slot = (t >= changes[acct, 0]).astype(np.int64) + (t >= changes[acct, 1])
     return home[acct, slot]
 
 
-def card_for(world: World, rng: np.random.Generator, has_card: np.ndarray,
-             prepaid_share: float = 0.0) -> np.ndarray:
+def card_for(
+    world: World, rng: np.random.Generator, has_card: np.ndarray, prepaid_share: float = 0.0
+) -> np.ndarray:
     """Card handles for accounts that pay (-1 for free tier)."""
     card = np.full(len(has_card), -1, dtype=np.int64)
     k = int(has_card.sum())
     bins = values.draw_bins(rng, k)
     if prepaid_share:
         prepaid = pl.Series(rng.random(k) < prepaid_share)
-        bins = pl.select(pl.when(prepaid).then(pl.lit(values.PREPAID_BIN)).otherwise(bins)
-                         ).to_series()
+        bins = pl.select(
+            pl.when(prepaid).then(pl.lit(values.PREPAID_BIN)).otherwise(bins)
+        ).to_series()
     card[has_card] = world.cards.new(bins)
     return card
 
@@ -240,13 +234,18 @@ def mobile_ip(world: World, rng: np.random.Generator, pool: np.ndarray) -> np.nd
     return pick_from_rows(rng, table, sizes, pool)
 
 
-def group_sizes(rng: np.random.Generator, total: int, draw: np.ndarray) -> np.ndarray:
-    """Cut a stream of candidate group sizes so they add up to exactly ``total``."""
-    sizes = draw[np.cumsum(draw) <= total]
+def group_sizes(total: int, draw: np.ndarray, min_size: int = 1) -> np.ndarray:
+    """Cut a stream of candidate group sizes so they add up to exactly ``total``.
+
+    A remainder smaller than ``min_size`` joins the last group.
+    """
+    sizes = draw[np.cumsum(draw) <= total].astype(np.int64)
     rest = total - int(sizes.sum())
-    if rest > 0:
+    if rest >= min_size or (rest > 0 and len(sizes) == 0):
         sizes = np.append(sizes, rest)
-    return sizes.astype(np.int64)
+    elif rest > 0:
+        sizes[-1] += rest
+    return sizes
 
 
 # --------------------------------------------------------------------------- individuals
@@ -261,7 +260,7 @@ def individuals(world: World, n: int) -> Part:
     created = created_mixed(rng, n, during=0.15, mean_days=240)
     email = values.make_unique(rng, values.freemail_emails(rng, n, plus_share=0.05))
     card = card_for(world, rng, rng.random(n) < 0.6, prepaid_share=0.008)
-    home = home_ips(world, rng, region, v6_share=0.10)
+    home = home_ips(world, rng, region, v6_share=0.14)
     changes = address_changes(rng, n, (0.72, 0.22, 0.06))
     old_ip = world.ips.add_v4(values.residential_ipv4(rng, region))
     signup = np.where((created < START_US) & (rng.random(n) < 0.6), old_ip, home[:, 0])
@@ -293,8 +292,16 @@ def individuals(world: World, n: int) -> Part:
     n_req = lognormal_counts(rng, n, 12 * vol, 1.3, hi=int(4000 * vol) + 50)
     n_req = np.where(persona == 1, (n_req * 1.5).astype(np.int64), n_req)
     shift = (rng.normal(0, 1.5, n) * 3600).astype(np.int64)
-    t = sessions(rng, n_req, tz, created, day_weights(1.15)[None, :], HOURS["evening"][None, :],
-                 per_session=6, shift_s=shift)
+    t = sessions(
+        rng,
+        n_req,
+        tz,
+        created,
+        day_weights(1.15)[None, :],
+        HOURS["evening"][None, :],
+        per_session=6,
+        shift_s=shift,
+    )
 
     # Where each session comes from: home, the phone's carrier NAT, or a proxy service.
     mobile = rng.random(n) < 0.15
@@ -313,27 +320,44 @@ def individuals(world: World, n: int) -> Part:
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt, share)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), signup,
-        np.full(n, -1), group_ids("individual", np.arange(n)), "individual", False,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        signup,
+        np.full(n, -1),
+        group_ids("individual", np.arange(n)),
+        "individual",
+        False,
     )
     return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, BASE_KINDS, model)
 
 
 # --------------------------------------------------------------------------- companies
 
-_BUSINESS_REGIONS = np.array([
-    3.0 if r.country in ("US", "GB", "DE", "FR", "NL", "CA") else
-    1.5 if r.country in ("IN", "JP", "SG", "KR", "AU", "IL", "SE") else 0.5
-    for r in values.REGIONS
-]) * values.REGION_WEIGHTS
+_BUSINESS_REGIONS = (
+    np.array(
+        [
+            3.0
+            if r.country in ("US", "GB", "DE", "FR", "NL", "CA")
+            else 1.5
+            if r.country in ("IN", "JP", "SG", "KR", "AU", "IL", "SE")
+            else 0.5
+            for r in values.REGIONS
+        ]
+    )
+    * values.REGION_WEIGHTS
+)
 
 
 def companies(world: World, n: int) -> Part:
     """Employees of customer companies: one org, one corporate card, office NAT, office hours."""
     rng = world.rng("company")
     vol = world.scale.volume
-    draw = np.clip(np.round(3 * (1 + rng.pareto(1.1, 4 * n // 3 + 10))), 3, 300)
-    sizes = group_sizes(rng, n, draw.astype(np.int64))
+    # Pareto sizes from 3 to 300 employees, capped so small scales still hold many companies.
+    biggest = min(300, max(3, n // 5))
+    draw = np.clip(np.round(3 * (1 + rng.pareto(1.1, 4 * n // 3 + 10))), 3, biggest)
+    sizes = group_sizes(n, draw.astype(np.int64), min_size=3)
     n_co = len(sizes)
     comp = np.repeat(np.arange(n_co), sizes)
     rank = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -376,9 +400,11 @@ def companies(world: World, n: int) -> Part:
     )
 
     local = values.person_locals(rng, n, styles=(0.6, 0.1, 0.2, 0, 0, 0.05, 0, 0.05))
-    email = pl.DataFrame({"l": local, "d": domain_c.gather(comp)}).select(
-        pl.concat_str([pl.col("l"), pl.lit("@"), pl.col("d")])
-    ).to_series()
+    email = (
+        pl.DataFrame({"l": local, "d": domain_c.gather(comp)})
+        .select(pl.concat_str([pl.col("l"), pl.lit("@"), pl.col("d")]))
+        .to_series()
+    )
     email = values.make_unique(rng, email)
 
     # Tool owners run the company's internal templated tool; others use the model directly.
@@ -414,8 +440,17 @@ def companies(world: World, n: int) -> Part:
     n_req = np.where(kind_c[comp] == 2, n_req * 2.5, n_req).astype(np.int64)
     n_req = np.where(tool_owner, lognormal_counts(rng, n, 220 * vol, 0.6), n_req)
     shift = (rng.normal(0, 0.6, n) * 3600).astype(np.int64)
-    t = sessions(rng, n_req, tz_c[comp], created, day_weights(0.08)[None, :],
-                 HOURS["office"][None, :], per_session=8, minutes=25, shift_s=shift)
+    t = sessions(
+        rng,
+        n_req,
+        tz_c[comp],
+        created,
+        day_weights(0.08)[None, :],
+        HOURS["office"][None, :],
+        per_session=8,
+        minutes=25,
+        shift_s=shift,
+    )
 
     remote = rng.random(n) < 0.2
     home = world.ips.add_v4(values.residential_ipv4(rng, region_c[comp]))
@@ -430,8 +465,15 @@ def companies(world: World, n: int) -> Part:
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt, share)
     accounts = account_frame(
-        created, email, card_c[comp], values.REGION_COUNTRY.gather(region_c[comp]), signup,
-        org_c[comp], group_ids("company", comp), "company", False,
+        created,
+        email,
+        card_c[comp],
+        values.REGION_COUNTRY.gather(region_c[comp]),
+        signup,
+        org_c[comp],
+        group_ids("company", comp),
+        "company",
+        False,
     )
     return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, kinds, model)
 
@@ -453,16 +495,20 @@ def universities(world: World, n: int) -> Part:
     region_u = us[rng.integers(0, len(us), n_u)]
     names = rng.permutation(np.array(values.CAMPUS_NAMES))[:n_u]
     domain_u = pl.Series([f"{x}.edu" for x in names], dtype=pl.String)
-    base = values.ipv4(rng.integers(128, 142, n_u), rng.integers(0, 256, n_u),
-                       rng.integers(0, 256, n_u), 0)
+    base = values.ipv4(
+        rng.integers(128, 142, n_u), rng.integers(0, 256, n_u), rng.integers(0, 256, n_u), 0
+    )
     hosts = np.sort(rng.choice(np.arange(2, 254), size=(n_u, 6)), axis=1)
     nat = world.ips.add_v4((base[:, None] + hosts).ravel()).reshape(n_u, 6)
     n_nat = rng.integers(2, 7, n_u)
 
     local = values.person_locals(rng, n, styles=(0.1, 0.05, 0.45, 0.1, 0, 0, 0.15, 0.15))
-    email = values.make_unique(rng, pl.DataFrame({"l": local, "d": domain_u.gather(campus)})
-                               .select(pl.concat_str([pl.col("l"), pl.lit("@"), pl.col("d")]))
-                               .to_series())
+    email = values.make_unique(
+        rng,
+        pl.DataFrame({"l": local, "d": domain_u.gather(campus)})
+        .select(pl.concat_str([pl.col("l"), pl.lit("@"), pl.col("d")]))
+        .to_series(),
+    )
     card = card_for(world, rng, rng.random(n) < 0.45)
     semester = START_US - (rng.uniform(40, 55, n) * US_PER_DAY).astype(np.int64)
     created = np.where(rng.random(n) < 0.8, semester, created_before(rng, n, 400))
@@ -481,14 +527,20 @@ def universities(world: World, n: int) -> Part:
 
     n_req = lognormal_counts(rng, n, 10 * vol, 1.0, hi=int(1500 * vol) + 30)
     sess_acct, req_acct, req_sess = split_sessions(rng, n_req, 5)
-    sess_course = enrolled[sess_acct, (rng.random(len(sess_acct)) *
-                                       n_enrolled[sess_acct]).astype(np.int64)]
+    sess_course = enrolled[
+        sess_acct, (rng.random(len(sess_acct)) * n_enrolled[sess_acct]).astype(np.int64)
+    ]
     shift = (rng.normal(0, 1.5, n) * 3600).astype(np.int64)
     tz = values.REGION_TZ_SECONDS[region_u[campus]]
     start = np.maximum(created, START_US)
     sess_start = local_times(
-        rng, tz[sess_acct], start[sess_acct], np.full(len(sess_acct), END_US), day_w,
-        HOURS["student"][None, :], day_group=campus[sess_acct] * n_courses + sess_course,
+        rng,
+        tz[sess_acct],
+        start[sess_acct],
+        np.full(len(sess_acct), END_US),
+        day_w,
+        HOURS["student"][None, :],
+        day_group=campus[sess_acct] * n_courses + sess_course,
         hour_shift_s=shift[sess_acct],
     )
     ts = within_sessions(rng, sess_start, req_sess, 15)
@@ -517,8 +569,15 @@ def universities(world: World, n: int) -> Part:
     model = choose_models(rng, req_acct, ts, mix, adopt, share)
     signup = np.where(rng.random(n) < 0.7, nat[campus, 0], home)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region_u[campus]), signup,
-        np.full(n, -1), group_ids("university", np.arange(n)), "university", False,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region_u[campus]),
+        signup,
+        np.full(n, -1),
+        group_ids("university", np.arange(n)),
+        "university",
+        False,
     )
     return make_part(rng, accounts, req_acct, ts, ip, client, kind, kinds, model)
 
@@ -548,18 +607,37 @@ def cgnat_users(world: World, n: int) -> Part:
 
     n_req = lognormal_counts(rng, n, 8 * vol, 1.1, hi=int(1500 * vol) + 30)
     shift = (rng.normal(0, 1.5, n) * 3600).astype(np.int64)
-    t = sessions(rng, n_req, tz, created, day_weights(1.1)[None, :], HOURS["mobile"][None, :],
-                 per_session=4, minutes=8, shift_s=shift)
-    sess_pool = np.where(roam[t.sess_acct] & (rng.random(len(t.sess_acct)) < 0.5),
-                         sibling[t.sess_acct], pool[t.sess_acct])
+    t = sessions(
+        rng,
+        n_req,
+        tz,
+        created,
+        day_weights(1.1)[None, :],
+        HOURS["mobile"][None, :],
+        per_session=4,
+        minutes=8,
+        shift_s=shift,
+    )
+    sess_pool = np.where(
+        roam[t.sess_acct] & (rng.random(len(t.sess_acct)) < 0.5),
+        sibling[t.sess_acct],
+        pool[t.sess_acct],
+    )
     ip = mobile_ip(world, rng, sess_pool)[t.req_sess]
     signup = mobile_ip(world, rng, pool)
     client = pick_per_request(rng, clients, t.req_acct, usual=0.9)
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt, share)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), signup, np.full(n, -1),
-        group_ids("cgnat", np.arange(n)), "cgnat", False,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        signup,
+        np.full(n, -1),
+        group_ids("cgnat", np.arange(n)),
+        "cgnat",
+        False,
     )
     return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, BASE_KINDS, model)
 
@@ -572,8 +650,9 @@ def ci_benchmarks(world: World, n: int) -> Part:
     rng = world.rng("ci_benchmark")
     vol = world.scale.volume
     # Hosted CI egress: a few /24s per provider, shared by every customer of the service.
-    subnets = np.concatenate([values.cloud_subnets(rng, 3, ["azure"]),
-                              values.cloud_subnets(rng, 2, ["aws"])])
+    subnets = np.concatenate(
+        [values.cloud_subnets(rng, 3, ["azure"]), values.cloud_subnets(rng, 2, ["aws"])]
+    )
     hosts = rng.integers(2, 254, (len(subnets), 40))
     runners = world.ips.add_v4((subnets[:, None] + hosts).ravel()).reshape(len(subnets), 40)
     provider = np.where(rng.random(n) < 0.7, rng.integers(0, 3, n), rng.integers(3, 5, n))
@@ -584,11 +663,15 @@ def ci_benchmarks(world: World, n: int) -> Part:
     org[has_org] = world.orgs.new(int(has_org.sum()))
     domain = values.org_domains(rng, n)
     role = values.pick(rng, ["ml-eval", "ci", "evals", "bench", "mlops", "research-infra"], n)
-    own = pl.DataFrame({"r": role, "d": domain}).select(
-        pl.concat_str([pl.col("r"), pl.lit("@"), pl.col("d")])).to_series()
+    own = (
+        pl.DataFrame({"r": role, "d": domain})
+        .select(pl.concat_str([pl.col("r"), pl.lit("@"), pl.col("d")]))
+        .to_series()
+    )
     free = values.freemail_emails(rng, n)
-    email = values.make_unique(rng, pl.select(pl.when(pl.Series(has_org)).then(own)
-                                              .otherwise(free)).to_series())
+    email = values.make_unique(
+        rng, pl.select(pl.when(pl.Series(has_org)).then(own).otherwise(free)).to_series()
+    )
     card = card_for(world, rng, np.ones(n, dtype=bool))
     created = created_mixed(rng, n, during=0.2, mean_days=300)
 
@@ -598,7 +681,7 @@ def ci_benchmarks(world: World, n: int) -> Part:
     minute = np.where((sched == 3) & (rng.random(n) < 0.5), 30, 0)
     per_day = np.where(sched == 2, 4, 1)
     limit = rng.choice([2, 3, 5, 10, 20], n, p=[0.2, 0.3, 0.3, 0.15, 0.05])
-    limit = np.maximum(2, np.round(limit * vol ** 0.5)).astype(np.int64)
+    limit = np.maximum(2, np.round(limit * vol**0.5)).astype(np.int64)
     suite = rng.integers(0, len(prompts.BENCHMARKS), n)
     suites = prompts.benchmark_suites()
     suite_len = np.array([len(s) for s in suites])
@@ -607,14 +690,20 @@ def ci_benchmarks(world: World, n: int) -> Part:
 
     runs_per_acct = WINDOW_DAYS * per_day
     run_acct = np.repeat(np.arange(n), runs_per_acct)
-    k = np.arange(len(run_acct)) - np.repeat(np.cumsum(runs_per_acct) - runs_per_acct,
-                                             runs_per_acct)
+    k = np.arange(len(run_acct)) - np.repeat(
+        np.cumsum(runs_per_acct) - runs_per_acct, runs_per_acct
+    )
     day = k // per_day[run_acct]
     slot = k % per_day[run_acct]
     run_hour = (hour[run_acct] + slot * 6) % 24
     latency = rng.uniform(2, 90, len(run_acct)) * US_PER_SECOND
-    run_start = (START_US + day * US_PER_DAY + run_hour * US_PER_HOUR
-                 + minute[run_acct] * 60 * US_PER_SECOND + latency.astype(np.int64))
+    run_start = (
+        START_US
+        + day * US_PER_DAY
+        + run_hour * US_PER_HOUR
+        + minute[run_acct] * 60 * US_PER_SECOND
+        + latency.astype(np.int64)
+    )
     weekday = (WINDOW_START_WEEKDAY + day) % 7
     ok = (run_start >= created[run_acct]) & (rng.random(len(run_acct)) > 0.08)
     ok &= ~((sched[run_acct] == 3) & (weekday >= 5))
@@ -644,8 +733,14 @@ def ci_benchmarks(world: World, n: int) -> Part:
     prompt = prompts.finish(all_items.gather(item), rng, null_share=0.01)
     inp, out = tokens(rng, np.zeros(len(acct), dtype=np.int64), ["benchmark"], prompt, model)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region),
-        runners[provider, 0], org, group_ids("ci_benchmark", np.arange(n)), "ci_benchmark",
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        runners[provider, 0],
+        org,
+        group_ids("ci_benchmark", np.arange(n)),
+        "ci_benchmark",
         False,
     )
     return Part(accounts, acct, ts, ip, client, model, inp, out, prompt)
@@ -659,15 +754,12 @@ def families(world: World, n: int) -> Part:
     rng = world.rng("family")
     vol = world.scale.volume
     draw = rng.choice([2, 3, 4, 5], n, p=[0.35, 0.3, 0.2, 0.15])
-    sizes = group_sizes(rng, n, draw)
-    if len(sizes) > 1 and sizes[-1] < 2:
-        sizes[-2] += sizes[-1]
-        sizes = sizes[:-1]
+    sizes = group_sizes(n, draw, min_size=2)
     n = int(sizes.sum())
     n_f = len(sizes)
     fam = np.repeat(np.arange(n_f), sizes)
     region_f = values.pick_regions(rng, n_f)
-    home_f = home_ips(world, rng, region_f, v6_share=0.1)
+    home_f = home_ips(world, rng, region_f, v6_share=0.14)
     changes_f = address_changes(rng, n_f, (0.75, 0.2, 0.05))
     shared_card = rng.random(n_f) < 0.85
     card_f = card_for(world, rng, shared_card)
@@ -684,8 +776,16 @@ def families(world: World, n: int) -> Part:
     opts, w = world.clients_of({"desktop": 0.5, "mobile": 0.45, "sdk": 0.05})
     clients = per_account_choice(rng, n, opts, w)
     n_req = lognormal_counts(rng, n, 9 * vol, 1.1, hi=int(1500 * vol) + 30)
-    t = sessions(rng, n_req, tz, created, day_weights(1.2)[None, :], HOURS["evening"][None, :],
-                 per_session=5, shift_s=(rng.normal(0, 1.0, n) * 3600).astype(np.int64))
+    t = sessions(
+        rng,
+        n_req,
+        tz,
+        created,
+        day_weights(1.2)[None, :],
+        HOURS["evening"][None, :],
+        per_session=5,
+        shift_s=(rng.normal(0, 1.0, n) * 3600).astype(np.int64),
+    )
     sess_fam = fam[t.sess_acct]
     sess_ip = home_ip_at(home_f, changes_f, sess_fam, t.sess_start)
     pool = mobile_pool_for(world, rng, region_f[fam])
@@ -696,8 +796,15 @@ def families(world: World, n: int) -> Part:
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt, share)
     accounts = account_frame(
-        created, email, card_f[fam], values.REGION_COUNTRY.gather(region_f[fam]),
-        home_f[fam, 0], np.full(n, -1), group_ids("family", fam), "family", False,
+        created,
+        email,
+        card_f[fam],
+        values.REGION_COUNTRY.gather(region_f[fam]),
+        home_f[fam, 0],
+        np.full(n, -1),
+        group_ids("family", fam),
+        "family",
+        False,
     )
     return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, BASE_KINDS, model)
 
@@ -715,8 +822,12 @@ def heavy_apps(world: World, n: int) -> Part:
     org[has_org] = world.orgs.new(int(has_org.sum()))
     domain = values.org_domains(rng, n)
     role = values.pick(rng, ["ops", "api", "dev", "platform", "admin", "founders"], n)
-    email = values.make_unique(rng, pl.DataFrame({"r": role, "d": domain}).select(
-        pl.concat_str([pl.col("r"), pl.lit("@"), pl.col("d")])).to_series())
+    email = values.make_unique(
+        rng,
+        pl.DataFrame({"r": role, "d": domain})
+        .select(pl.concat_str([pl.col("r"), pl.lit("@"), pl.col("d")]))
+        .to_series(),
+    )
     card = card_for(world, rng, np.ones(n, dtype=bool))
     created = created_mixed(rng, n, during=0.1, mean_days=250)
     # Each app runs on 1-3 cloud hosts of one provider.
@@ -736,8 +847,16 @@ def heavy_apps(world: World, n: int) -> Part:
 
     n_req = lognormal_counts(rng, n, 1200 * vol, 0.8)
     tz = values.REGION_TZ_SECONDS[region]
-    t = sessions(rng, n_req, tz, created, day_weights(0.9)[None, :], HOURS["mobile"][None, :],
-                 per_session=40, minutes=60)
+    t = sessions(
+        rng,
+        n_req,
+        tz,
+        created,
+        day_weights(0.9)[None, :],
+        HOURS["mobile"][None, :],
+        per_session=40,
+        minutes=60,
+    )
     ip = pick_from_rows(rng, servers, n_srv, t.req_acct)
     mix = gamma_mix(rng, np.tile([2.0, 8.0, 0.3], (n, 1)))
     adopt, share = adoption(rng, n, early=0.05, gradual=0.3)
@@ -747,11 +866,19 @@ def heavy_apps(world: World, n: int) -> Part:
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt, share)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), servers[:, 0], org,
-        group_ids("heavy_app", np.arange(n)), "heavy_app", False,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        servers[:, 0],
+        org,
+        group_ids("heavy_app", np.arange(n)),
+        "heavy_app",
+        False,
     )
-    return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, kinds, model,
-                     null_share=0.02)
+    return make_part(
+        rng, accounts, t.req_acct, t.ts, ip, client, kind, kinds, model, null_share=0.02
+    )
 
 
 # --------------------------------------------------------------------------- resellers
@@ -762,10 +889,7 @@ def resellers(world: World, n: int) -> Part:
     rng = world.rng("reseller")
     vol = world.scale.volume
     draw = rng.integers(10, 101, n // 10 + 2)
-    sizes = group_sizes(rng, n, draw)
-    if len(sizes) > 1 and sizes[-1] < 10:
-        sizes[-2] += sizes[-1]
-        sizes = sizes[:-1]
+    sizes = group_sizes(n, draw, min_size=10)
     n_r = len(sizes)
     res = np.repeat(np.arange(n_r), sizes)
     org_r = world.orgs.new(n_r)
@@ -780,8 +904,12 @@ def resellers(world: World, n: int) -> Part:
     backend = per_account_choice(rng, n_r, opts, w, k=1)[:, 0]
 
     tenant = values.random_hex(rng, n, 8)
-    email = values.make_unique(rng, pl.DataFrame({"t": tenant, "d": domain_r.gather(res)}).select(
-        pl.concat_str([pl.lit("t-"), pl.col("t"), pl.lit("@"), pl.col("d")])).to_series())
+    email = values.make_unique(
+        rng,
+        pl.DataFrame({"t": tenant, "d": domain_r.gather(res)})
+        .select(pl.concat_str([pl.lit("t-"), pl.col("t"), pl.lit("@"), pl.col("d")]))
+        .to_series(),
+    )
     created = created_mixed(rng, n, during=0.2, mean_days=200)
     region = values.pick_regions(rng, n)  # the end customers live anywhere
     kind_p = gamma_mix(rng, np.tile([5.0, 2.5, 2.0, 0.2], (n, 1)))
@@ -789,16 +917,30 @@ def resellers(world: World, n: int) -> Part:
     mix = gamma_mix(rng, mix_r[res] * 30)
     adopt_r, share_r = adoption(rng, n_r, early=0.2, gradual=0.5)
     n_req = lognormal_counts(rng, n, 18 * vol, 1.1, hi=int(2000 * vol) + 30)
-    t = sessions(rng, n_req, values.REGION_TZ_SECONDS[region], created,
-                 day_weights(1.0)[None, :], HOURS["evening"][None, :], per_session=6)
+    t = sessions(
+        rng,
+        n_req,
+        values.REGION_TZ_SECONDS[region],
+        created,
+        day_weights(1.0)[None, :],
+        HOURS["evening"][None, :],
+        per_session=6,
+    )
     r = res[t.req_acct]
     ip = pick_from_rows(rng, servers, n_srv, r)
     client = backend[r]
     kind = per_request_choice(rng, kind_p, t.req_acct)
     model = choose_models(rng, t.req_acct, t.ts, mix, adopt_r[res], share_r[res])
     accounts = account_frame(
-        created, email, card_r[res], values.REGION_COUNTRY.gather(region_r[res]),
-        servers[res, 0], org_r[res], group_ids("reseller", res), "reseller", False,
+        created,
+        email,
+        card_r[res],
+        values.REGION_COUNTRY.gather(region_r[res]),
+        servers[res, 0],
+        org_r[res],
+        group_ids("reseller", res),
+        "reseller",
+        False,
     )
     return make_part(rng, accounts, t.req_acct, t.ts, ip, client, kind, BASE_KINDS, model)
 

@@ -39,8 +39,9 @@ from distill_forensics.simulate.world import (
 # --------------------------------------------------------------------------- shared tactics
 
 
-def campaign_kinds(rng: np.random.Generator, families: dict[str, float]
-                   ) -> tuple[list[Kind], np.ndarray]:
+def campaign_kinds(
+    rng: np.random.Generator, families: dict[str, float]
+) -> tuple[list[Kind], np.ndarray]:
     """Diverse benign-looking kinds followed by the operator's template families.
 
     Returns the kinds and the family weights (aligned with the kinds after the first 3).
@@ -51,8 +52,9 @@ def campaign_kinds(rng: np.random.Generator, families: dict[str, float]
     return kinds, np.array(list(families.values()), dtype=float)
 
 
-def kind_probs(rng: np.random.Generator, n: int, family_w: np.ndarray, diverse_mean: float
-               ) -> np.ndarray:
+def kind_probs(
+    rng: np.random.Generator, n: int, family_w: np.ndarray, diverse_mean: float
+) -> np.ndarray:
     """Per-account prompt-kind probabilities: a camouflage share of diverse prompts."""
     m = min(max(diverse_mean, 1e-3), 0.95)
     diverse = rng.beta(2.0, 2.0 * (1 - m) / m, n)
@@ -74,8 +76,14 @@ def fake_orgs(world: World, rng: np.random.Generator, n: int, share: float) -> n
     return org
 
 
-def pooled_cards(world: World, rng: np.random.Generator, n: int, per_card: tuple[int, int],
-                 unique_share: float, bins: pl.Series | None = None) -> np.ndarray:
+def pooled_cards(
+    world: World,
+    rng: np.random.Generator,
+    n: int,
+    per_card: tuple[int, int],
+    unique_share: float,
+    bins: pl.Series | None = None,
+) -> np.ndarray:
     """Cards reused across groups of accounts, plus a camouflage share of unique cards."""
     unique = rng.random(n) < unique_share
     card = np.full(n, -1, dtype=np.int64)
@@ -90,8 +98,9 @@ def pooled_cards(world: World, rng: np.random.Generator, n: int, per_card: tuple
     return card
 
 
-def attack_clients(world: World, rng: np.random.Generator, n: int, own: np.ndarray,
-                   common_share: float) -> np.ndarray:
+def attack_clients(
+    world: World, rng: np.random.Generator, n: int, own: np.ndarray, common_share: float
+) -> np.ndarray:
     """The campaign's own tooling, or a common SDK client for the camouflaged share."""
     opts, w = world.clients_of({"sdk": 0.8, "desktop": 0.2})
     common = per_account_choice(rng, n, opts, w, k=1)[:, 0]
@@ -127,8 +136,9 @@ def hydra(world: World, n: int, mix: Mix) -> Part:
     while True:
         life = np.clip(rng.lognormal(np.log(3.4), 0.45, (k_slots, 40)), 0.8, 10.0) * US_PER_DAY
         first = START_US - (rng.random(k_slots) * life[:, 0]).astype(np.int64)
-        starts = first[:, None] + np.hstack([np.zeros((k_slots, 1)),
-                                             np.cumsum(life, axis=1)[:, :-1]]).astype(np.int64)
+        starts = first[:, None] + np.hstack(
+            [np.zeros((k_slots, 1)), np.cumsum(life, axis=1)[:, :-1]]
+        ).astype(np.int64)
         ok = starts < END_US - 6 * US_PER_HOUR
         if ok.sum() >= n:
             break
@@ -146,8 +156,7 @@ def hydra(world: World, n: int, mix: Mix) -> Part:
     region = values.pick_regions(rng, n)
     own = world.niche[:2]
     client_acct = attack_clients(world, rng, n, own, mix.common_client_share)
-    kinds, fam_w = campaign_kinds(rng, {"cot": 0.4, "rubric": 0.2, "agentic": 0.25,
-                                        "tool": 0.15})
+    kinds, fam_w = campaign_kinds(rng, {"cot": 0.4, "rubric": 0.2, "agentic": 0.25, "tool": 0.15})
     kind_p = kind_probs(rng, n, fam_w, mix.diverse_share)
 
     # Load-balanced: every account does about the same work per day it is alive.
@@ -162,15 +171,22 @@ def hydra(world: World, n: int, mix: Mix) -> Part:
     client = client_acct[acct]
     kind = per_request_choice(rng, kind_p, acct)
     model_mix = gamma_mix(rng, np.tile([3.5, 0.5, 6.0], (n, 1)))
-    adopt = np.full(n, RELEASE_US + 2 * US_PER_DAY) + (rng.random(n) * US_PER_DAY).astype(
-        np.int64)
+    adopt = np.full(n, RELEASE_US + 2 * US_PER_DAY) + (rng.random(n) * US_PER_DAY).astype(np.int64)
     model = choose_models(rng, acct, ts, model_mix, adopt, np.full(n, 0.5))
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region),
-        proxies[rng.integers(0, len(proxies), n)], org, group("hydra", n), "hydra", True,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        proxies[rng.integers(0, len(proxies), n)],
+        org,
+        group("hydra", n),
+        "hydra",
+        True,
     )
-    meta = _meta("hydra", n, proxy_ips=len(proxies), batch_windows=len(w_start),
-                 concurrent_slots=k_slots)
+    meta = _meta(
+        "hydra", n, proxy_ips=len(proxies), batch_windows=len(w_start), concurrent_slots=k_slots
+    )
     return make_part(rng, accounts, acct, ts, ip, client, kind, kinds, model, meta=meta)
 
 
@@ -195,12 +211,16 @@ def _mailbox_variants(rng: np.random.Generator, n: int) -> pl.Series:
     lc = pl.col("l")
     dotted = pl.concat_str([lc.str.slice(0, pl.col("c")), pl.lit("."), lc.str.slice(pl.col("c"))])
     gmail = df.select(
-        pl.concat_str([
-            pl.when(pl.col("v") == 1).then(pl.concat_str([lc, pl.lit("+"), pl.col("t")]))
-            .when(pl.col("v") == 2).then(dotted)
-            .otherwise(lc),
-            pl.lit("@gmail.com"),
-        ])
+        pl.concat_str(
+            [
+                pl.when(pl.col("v") == 1)
+                .then(pl.concat_str([lc, pl.lit("+"), pl.col("t")]))
+                .when(pl.col("v") == 2)
+                .then(dotted)
+                .otherwise(lc),
+                pl.lit("@gmail.com"),
+            ]
+        )
     ).to_series()
     other = values.freemail_emails(rng, n, 0.02, locals_=local)
     return values.make_unique(
@@ -216,7 +236,8 @@ def residential_proxy(world: World, n: int, mix: Mix) -> Part:
     burst_day = np.concatenate([rng.uniform(0.5, 3, 1), rng.uniform(0.5, 24, n_bursts - 1)])
     burst_t = START_US + (burst_day * US_PER_DAY).astype(np.int64)
     created = burst_t[rng.integers(0, n_bursts, n)] + (rng.random(n) * 3 * US_PER_HOUR).astype(
-        np.int64)
+        np.int64
+    )
     start = created + (rng.random(n) * 12 * US_PER_HOUR).astype(np.int64)
     banned = rng.random(n) < 0.3
     end = np.where(banned, start + (rng.uniform(2, 8, n) * US_PER_DAY).astype(np.int64), END_US)
@@ -224,16 +245,19 @@ def residential_proxy(world: World, n: int, mix: Mix) -> Part:
 
     prepaid = pl.Series([values.PREPAID_BIN] * n, dtype=pl.String)
     unique_other = rng.random(n) < mix.unique_card_share * 0.5
-    bins = pl.select(pl.when(pl.Series(unique_other)).then(values.draw_bins(rng, n))
-                     .otherwise(prepaid)).to_series()
+    bins = pl.select(
+        pl.when(pl.Series(unique_other)).then(values.draw_bins(rng, n)).otherwise(prepaid)
+    ).to_series()
     card = world.cards.new(bins)
     us = np.flatnonzero(np.array([r.country == "US" for r in values.REGIONS]))
-    region = np.where(rng.random(n) < 0.8, us[rng.integers(0, len(us), n)],
-                      values.pick_regions(rng, n))
+    region = np.where(
+        rng.random(n) < 0.8, us[rng.integers(0, len(us), n)], values.pick_regions(rng, n)
+    )
     email = _mailbox_variants(rng, n)
     org = fake_orgs(world, rng, n, mix.fake_org_share * 0.5)
-    client_acct = attack_clients(world, rng, n, np.array([world.rare]),
-                                 mix.common_client_share * 0.5)
+    client_acct = attack_clients(
+        world, rng, n, np.array([world.rare]), mix.common_client_share * 0.5
+    )
     kinds, fam_w = campaign_kinds(rng, {"cot": 0.5, "rubric": 0.5})
     kind_p = kind_probs(rng, n, fam_w, mix.diverse_share)
 
@@ -243,22 +267,30 @@ def residential_proxy(world: World, n: int, mix: Mix) -> Part:
     w_start, w_end = batch_windows(rng, (1, 2), (2.0, 5.0))
     ts = times_in_windows(rng, start[acct], end[acct], w_start, w_end, mix.jitter)
     # A fresh residential exit per request, mostly in the US like the cards.
-    exit_region = np.where(rng.random(len(acct)) < 0.7, us[rng.integers(0, len(us), len(acct))],
-                           values.pick_regions(rng, len(acct)))
+    exit_region = np.where(
+        rng.random(len(acct)) < 0.7,
+        us[rng.integers(0, len(us), len(acct))],
+        values.pick_regions(rng, len(acct)),
+    )
     ip = world.ips.add_v4(values.residential_ipv4(rng, exit_region))
     signup = world.ips.add_v4(values.residential_ipv4(rng, region))
     kind = per_request_choice(rng, kind_p, acct)
     model_mix = gamma_mix(rng, np.tile([4.0, 1.0, 5.0], (n, 1)))
-    adopt = np.full(n, RELEASE_US + US_PER_DAY) + (rng.random(n) * 2 * US_PER_DAY).astype(
-        np.int64)
+    adopt = np.full(n, RELEASE_US + US_PER_DAY) + (rng.random(n) * 2 * US_PER_DAY).astype(np.int64)
     model = choose_models(rng, acct, ts, model_mix, adopt, np.full(n, 0.6))
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), signup, org,
-        group("residential_proxy", n), "residential_proxy", True,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        signup,
+        org,
+        group("residential_proxy", n),
+        "residential_proxy",
+        True,
     )
     meta = _meta("residential_proxy", n, signup_bursts=n_bursts, card_bin=values.PREPAID_BIN)
-    return make_part(rng, accounts, acct, ts, ip, client_acct[acct], kind, kinds, model,
-                     meta=meta)
+    return make_part(rng, accounts, acct, ts, ip, client_acct[acct], kind, kinds, model, meta=meta)
 
 
 # --------------------------------------------------------------------------- low and slow
@@ -297,13 +329,21 @@ def low_and_slow(world: World, n: int, mix: Mix) -> Part:
     adopt = RELEASE_US + (rng.exponential(2.0, n) * US_PER_DAY).astype(np.int64)
     model = choose_models(rng, acct, ts, model_mix, adopt, np.full(n, 0.4))
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), static, org,
-        group("low_and_slow", n), "low_and_slow", True,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        static,
+        org,
+        group("low_and_slow", n),
+        "low_and_slow",
+        True,
     )
     meta = _meta("low_and_slow", n, provider=provider, subnets=n_sub)
     # Row order of ``static`` follows creation; shuffle nothing else: ids are assigned later.
-    return make_part(rng, accounts, acct, ts, static[acct], client_acct[acct], kind, kinds,
-                     model, meta=meta)
+    return make_part(
+        rng, accounts, acct, ts, static[acct], client_acct[acct], kind, kinds, model, meta=meta
+    )
 
 
 # --------------------------------------------------------------------------- model pivot
@@ -320,8 +360,7 @@ def model_pivot(world: World, n: int, mix: Mix) -> Part:
         RELEASE_US + (rng.uniform(0, 20, n) * US_PER_HOUR).astype(np.int64),
     )
     created = np.minimum(created, RELEASE_US + 20 * US_PER_HOUR)
-    switch = np.maximum(created, RELEASE_US) + (rng.uniform(0, 4, n) * US_PER_HOUR).astype(
-        np.int64)
+    switch = np.maximum(created, RELEASE_US) + (rng.uniform(0, 4, n) * US_PER_HOUR).astype(np.int64)
     switch = np.minimum(switch, RELEASE_US + 24 * US_PER_HOUR - 1)
 
     dc = values.cloud_subnets(rng, 3, ["hetzner", "ovh"])
@@ -346,8 +385,14 @@ def model_pivot(world: World, n: int, mix: Mix) -> Part:
     ts_pre = created[acct_pre] + (rng.random(len(acct_pre)) * span[acct_pre]).astype(np.int64)
     acct_post = np.repeat(np.arange(n), n_post)
     w_start, w_end = batch_windows(rng, (3, 4), (2.0, 5.0))
-    ts_post = times_in_windows(rng, switch[acct_post], np.full(len(acct_post), END_US),
-                               w_start, w_end, max(mix.jitter, 0.3))
+    ts_post = times_in_windows(
+        rng,
+        switch[acct_post],
+        np.full(len(acct_post), END_US),
+        w_start,
+        w_end,
+        max(mix.jitter, 0.3),
+    )
     acct = np.concatenate([acct_pre, acct_post])
     ts = np.concatenate([ts_pre, ts_post])
     after = np.concatenate([np.zeros(len(acct_pre), bool), np.ones(len(acct_post), bool)])
@@ -356,12 +401,29 @@ def model_pivot(world: World, n: int, mix: Mix) -> Part:
     model = np.where(after & (rng.random(len(acct)) < 0.95) & (ts >= RELEASE_US), M_NEW, model)
     kind = per_request_choice(rng, kind_p, acct)
     accounts = account_frame(
-        created, email, card, values.REGION_COUNTRY.gather(region), pair[:, 0], org,
-        group("model_pivot", n), "model_pivot", True,
+        created,
+        email,
+        card,
+        values.REGION_COUNTRY.gather(region),
+        pair[:, 0],
+        org,
+        group("model_pivot", n),
+        "model_pivot",
+        True,
     )
     meta = _meta("model_pivot", n, datacenter_ips=n_ips)
-    return make_part(rng, accounts, acct, ts, ip, client_acct[acct], kind, kinds,
-                     model.astype(np.int8), meta=meta)
+    return make_part(
+        rng,
+        accounts,
+        acct,
+        ts,
+        ip,
+        client_acct[acct],
+        kind,
+        kinds,
+        model.astype(np.int8),
+        meta=meta,
+    )
 
 
 BUILDERS = {

@@ -117,9 +117,7 @@ def resolve_scale(name: str) -> Scale:
     try:
         return SCALES[name]
     except KeyError:
-        raise InputError(
-            f"unknown scale {name!r}: choose one of {', '.join(SCALES)}"
-        ) from None
+        raise InputError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}") from None
 
 
 def resolve_mix(name: str) -> Mix:

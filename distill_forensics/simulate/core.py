@@ -118,8 +118,7 @@ def _bind_campaign(kind: str, world: World, n: int) -> Callable[[], Part]:
     return lambda: campaigns.BUILDERS[kind](world, n, world.mix)
 
 
-def _ids(rng: np.random.Generator, n: int, prefix: str, width: int) -> tuple[pl.Series,
-                                                                              np.ndarray]:
+def _ids(rng: np.random.Generator, n: int, prefix: str, width: int) -> tuple[pl.Series, np.ndarray]:
     """Opaque random ids ``prefix + hex``: text by handle and each handle's sort rank."""
     ints = values.unique_random_ints(rng, n, 4 * width)
     text = pl.Series(values.hex_strings(ints, width), dtype=pl.String)
@@ -168,10 +167,16 @@ def _assemble(world: World, parts: list[Part]) -> SimulatedData:
     bad_kind = rng.integers(0, 4, n_bad)
     bad_ip = bad_rows[bad_kind < 3]
     k = len(bad_ip)
-    invalid = pl.DataFrame(
-        {f"o{i}": pl.Series(rng.integers(lo, 1000 if i == 0 else 256, k)).cast(pl.String)
-         for i, lo in enumerate((256, 0, 0, 0))}
-    ).select(pl.concat_str(pl.all(), separator=".")).to_series()
+    invalid = (
+        pl.DataFrame(
+            {
+                f"o{i}": pl.Series(rng.integers(lo, 1000 if i == 0 else 256, k)).cast(pl.String)
+                for i, lo in enumerate((256, 0, 0, 0))
+            }
+        )
+        .select(pl.concat_str(pl.all(), separator="."))
+        .to_series()
+    )
     words = pl.Series(list(_BAD_IPS), dtype=pl.String)
     kinds = pl.Series(bad_kind[bad_kind < 3])
     bad_text = pl.select(
@@ -247,13 +252,46 @@ def write_table(df: pl.DataFrame, path: Path) -> None:
     """Write one table with fixed settings, choosing the format from the file name."""
     name = path.name
     if name.endswith(".parquet"):
-        df.write_parquet(path, compression="zstd", compression_level=3, statistics=True,
-                         row_group_size=262_144)
+        df.write_parquet(
+            path, compression="zstd", compression_level=3, statistics=True, row_group_size=262_144
+        )
     elif name.endswith((".csv", ".csv.gz")):
-        df.write_csv(path, compression="gzip" if name.endswith(".gz") else "uncompressed",
-                     datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
+        df.write_csv(
+            path,
+            compression="gzip" if name.endswith(".gz") else "uncompressed",
+            datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ",
+        )
     else:
         raise InputError(f"cannot tell the format of {path}: use .parquet, .csv or .csv.gz")
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` if needed and check it is writable (InputError otherwise)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write to output directory {out}: {exc.strerror}") from None
+    return out
+
+
+def write(data: SimulatedData, out_dir: str | Path, fmt: str = "parquet") -> dict[str, str]:
+    """Write the logs, accounts and truth tables of ``data``; returns the paths by table."""
+    resolve_format(fmt)
+    out = prepare_out_dir(out_dir)
+    tables = {"logs": data.logs, "accounts": data.accounts, "truth": data.truth}
+    written = {}
+    for table, name in output_files(fmt).items():
+        path = out / name
+        try:
+            write_table(tables[table], path)
+        except OSError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror}") from None
+        written[table] = str(path)
+    return written
 
 
 def simulate(
@@ -267,35 +305,20 @@ def simulate(
 ) -> dict[str, Any]:
     """Generate a dataset and write logs, accounts and truth tables into ``out_dir``.
 
-    Returns a summary: file paths, row counts and the planted campaigns.
+    Returns a summary: file paths, row counts and the planted campaigns. Options are
+    checked and the directory is created before any work starts.
 
     >>> simulate("out", scale="tiny", seed=7)["requests"]  # doctest: +SKIP
     """
     resolve_format(fmt)
     resolve_scale(scale)
     resolve_mix(mix)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write to output directory {out}: {exc.strerror}") from None
+    prepare_out_dir(out_dir)
     data = generate(scale, seed, mix, progress)
-    files = output_files(fmt)
-    tables = {"logs": data.logs, "accounts": data.accounts, "truth": data.truth}
-    written = {}
-    for table, name in files.items():
-        path = out / name
-        try:
-            write_table(tables[table], path)
-        except OSError as exc:
-            raise InputError(f"cannot write {path}: {exc.strerror}") from None
-        written[table] = str(path)
+    written = write(data, out_dir, fmt)
     kinds = data.truth.group_by("group_kind").len().sort("group_kind")
     return {
-        "out_dir": str(out),
+        "out_dir": str(out_dir),
         "scale": scale,
         "seed": seed,
         "mix": mix,

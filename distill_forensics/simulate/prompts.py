@@ -17,6 +17,8 @@ from functools import cache
 import numpy as np
 import polars as pl
 
+from distill_forensics.simulate.values import split_words
+
 MAX_PROMPT_CHARS = 300
 
 Generator = Callable[[np.random.Generator, int], pl.Series]
@@ -116,15 +118,15 @@ class OneOf:
         return render_assigned(rng, choice, self.options)
 
 
-def one_of(*texts: str | Generator, weights: Sequence[float] | None = None,
-           **slots: Slot) -> OneOf:
+def one_of(*texts: str | Generator, weights: Sequence[float] | None = None, **slots: Slot) -> OneOf:
     """Shorthand: a OneOf over template texts (sharing ``slots``) and generators."""
     opts = tuple(Template(t, slots) if isinstance(t, str) else t for t in texts)
     return OneOf(opts, tuple(weights) if weights is not None else None)
 
 
-def render_assigned(rng: np.random.Generator, choice: np.ndarray,
-                    generators: Sequence[Generator]) -> pl.Series:
+def render_assigned(
+    rng: np.random.Generator, choice: np.ndarray, generators: Sequence[Generator]
+) -> pl.Series:
     """Row ``i`` gets a value from ``generators[choice[i]]``; output keeps row order."""
     n = len(choice)
     if n == 0:
@@ -138,8 +140,7 @@ def render_assigned(rng: np.random.Generator, choice: np.ndarray,
     return grouped.gather(inverse)
 
 
-def finish(prompts: pl.Series, rng: np.random.Generator, null_share: float = 0.03
-           ) -> pl.Series:
+def finish(prompts: pl.Series, rng: np.random.Generator, null_share: float = 0.03) -> pl.Series:
     """Truncate to the logged prefix length and blank out the share the log lost."""
     cut = prompts.str.slice(0, MAX_PROMPT_CHARS)
     missing = pl.Series(rng.random(len(prompts)) < null_share)
@@ -148,142 +149,462 @@ def finish(prompts: pl.Series, rng: np.random.Generator, null_share: float = 0.0
 
 # --------------------------------------------------------------------------- shared vocab
 
-NAMES = (
-    "Alice", "Bob", "Carlos", "Dana", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
-    "Kira", "Liam", "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sam", "Tariq",
-    "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe", "Aiden", "Bea", "Chen", "Deepa",
+NAMES = split_words(
+    "Alice Bob Carlos Dana Elena Farid Grace Hiro Ines Jamal Kira Liam Maya Nikhil Olga "
+    "Pedro Quinn Rosa Sam Tariq Uma Victor Wen Ximena Yusuf Zoe Aiden Bea Chen Deepa"
 )
-ITEMS = (
-    "apples", "marbles", "books", "stickers", "cookies", "pencils", "coins", "cards",
-    "tickets", "eggs", "shirts", "plants", "bottles", "boxes", "stamps", "cupcakes",
+ITEMS = split_words(
+    "apples marbles books stickers cookies pencils coins cards tickets eggs shirts plants "
+    "bottles boxes stamps cupcakes"
 )
-LANGS = ("Python", "JavaScript", "TypeScript", "Go", "Rust", "Java", "C++", "C#", "Ruby",
-         "Kotlin", "Swift", "PHP", "Scala", "SQL", "Bash")
-LANG_WEIGHTS = (0.3, 0.14, 0.1, 0.06, 0.05, 0.08, 0.05, 0.05, 0.02, 0.02, 0.02, 0.03, 0.01,
-                0.05, 0.02)
-HUMAN_LANGS = ("French", "Spanish", "German", "Japanese", "Portuguese", "Italian", "Korean",
-               "Mandarin", "Hindi", "Arabic", "Dutch", "Polish", "Turkish", "Vietnamese")
-CITIES = ("Lisbon", "Tokyo", "Mexico City", "Berlin", "Kyoto", "Barcelona", "Prague",
-          "Istanbul", "Hanoi", "Cape Town", "Buenos Aires", "Seoul", "Rome", "Montreal",
-          "Edinburgh", "Bali", "Marrakech", "Copenhagen", "Bangkok", "Vienna", "Oaxaca")
+LANGS = split_words(
+    "Python JavaScript TypeScript Go Rust Java C++ C# Ruby Kotlin Swift PHP Scala SQL Bash"
+)
+LANG_WEIGHTS = (
+    0.3,
+    0.14,
+    0.1,
+    0.06,
+    0.05,
+    0.08,
+    0.05,
+    0.05,
+    0.02,
+    0.02,
+    0.02,
+    0.03,
+    0.01,
+    0.05,
+    0.02,
+)
+HUMAN_LANGS = split_words(
+    "French Spanish German Japanese Portuguese Italian Korean Mandarin Hindi Arabic Dutch "
+    "Polish Turkish Vietnamese"
+)
+CITIES = (
+    "Lisbon",
+    "Tokyo",
+    "Mexico City",
+    "Berlin",
+    "Kyoto",
+    "Barcelona",
+    "Prague",
+    "Istanbul",
+    "Hanoi",
+    "Cape Town",
+    "Buenos Aires",
+    "Seoul",
+    "Rome",
+    "Montreal",
+    "Edinburgh",
+    "Bali",
+    "Marrakech",
+    "Copenhagen",
+    "Bangkok",
+    "Vienna",
+    "Oaxaca",
+)
 TOPICS = (
-    "climate change", "the French Revolution", "black holes", "remote work", "meditation",
-    "sourdough baking", "personal finance", "electric cars", "the stock market", "sleep",
-    "urban gardening", "the Roman Empire", "quantum computing", "social media", "coffee",
-    "marathon training", "photosynthesis", "inflation", "jazz history", "chess openings",
-    "volcanoes", "minimalism", "the immune system", "renewable energy", "ancient Egypt",
-    "machine learning", "board games", "time management", "bird migration", "cryptography",
-    "the Cold War", "nutrition", "public speaking", "dog training", "home brewing",
-    "3D printing", "the ocean floor", "vaccines", "the printing press", "stoicism",
-    "composting", "supply chains", "plate tectonics", "film noir", "the Silk Road",
-    "housing prices", "language learning", "bees", "the Renaissance", "solar panels",
+    "climate change",
+    "the French Revolution",
+    "black holes",
+    "remote work",
+    "meditation",
+    "sourdough baking",
+    "personal finance",
+    "electric cars",
+    "the stock market",
+    "sleep",
+    "urban gardening",
+    "the Roman Empire",
+    "quantum computing",
+    "social media",
+    "coffee",
+    "marathon training",
+    "photosynthesis",
+    "inflation",
+    "jazz history",
+    "chess openings",
+    "volcanoes",
+    "minimalism",
+    "the immune system",
+    "renewable energy",
+    "ancient Egypt",
+    "machine learning",
+    "board games",
+    "time management",
+    "bird migration",
+    "cryptography",
+    "the Cold War",
+    "nutrition",
+    "public speaking",
+    "dog training",
+    "home brewing",
+    "3D printing",
+    "the ocean floor",
+    "vaccines",
+    "the printing press",
+    "stoicism",
+    "composting",
+    "supply chains",
+    "plate tectonics",
+    "film noir",
+    "the Silk Road",
+    "housing prices",
+    "language learning",
+    "bees",
+    "the Renaissance",
+    "solar panels",
 )
 CONCEPTS = (
-    "recursion", "compound interest", "entropy", "opportunity cost", "natural selection",
-    "the blockchain", "Bayes' theorem", "supply and demand", "the placebo effect",
-    "neural networks", "general relativity", "the Monty Hall problem", "DNS", "inflation",
-    "the CAP theorem", "p-values", "object-oriented programming", "game theory",
-    "the greenhouse effect", "public-key encryption", "mitochondria", "derivatives",
-    "the Fourier transform", "herd immunity", "gradient descent", "tariffs", "big O notation",
+    "recursion",
+    "compound interest",
+    "entropy",
+    "opportunity cost",
+    "natural selection",
+    "the blockchain",
+    "Bayes' theorem",
+    "supply and demand",
+    "the placebo effect",
+    "neural networks",
+    "general relativity",
+    "the Monty Hall problem",
+    "DNS",
+    "inflation",
+    "the CAP theorem",
+    "p-values",
+    "object-oriented programming",
+    "game theory",
+    "the greenhouse effect",
+    "public-key encryption",
+    "mitochondria",
+    "derivatives",
+    "the Fourier transform",
+    "herd immunity",
+    "gradient descent",
+    "tariffs",
+    "big O notation",
 )
-TONES = ("friendly", "formal", "persuasive", "funny", "professional", "warm", "concise",
-         "polite but firm", "enthusiastic", "casual")
-DOCS = ("blog post", "poem", "cover letter", "product description", "speech", "LinkedIn post",
-        "newsletter intro", "tweet thread", "toast", "haiku", "short essay", "press release",
-        "thank-you note", "bio", "FAQ")
-LEVELS = ("five", "a high school student", "a beginner", "my grandmother", "an engineer",
-          "a 10 year old", "someone with no background")
-EVENTS = ("a birthday party", "a team offsite", "a first date", "a rainy weekend",
-          "a science fair", "a wedding", "a baby shower", "a retirement party",
-          "a family reunion", "a hackathon")
+TONES = (
+    "friendly",
+    "formal",
+    "persuasive",
+    "funny",
+    "professional",
+    "warm",
+    "concise",
+    "polite but firm",
+    "enthusiastic",
+    "casual",
+)
+DOCS = (
+    "blog post",
+    "poem",
+    "cover letter",
+    "product description",
+    "speech",
+    "LinkedIn post",
+    "newsletter intro",
+    "tweet thread",
+    "toast",
+    "haiku",
+    "short essay",
+    "press release",
+    "thank-you note",
+    "bio",
+    "FAQ",
+)
+LEVELS = (
+    "five",
+    "a high school student",
+    "a beginner",
+    "my grandmother",
+    "an engineer",
+    "a 10 year old",
+    "someone with no background",
+)
+EVENTS = (
+    "a birthday party",
+    "a team offsite",
+    "a first date",
+    "a rainy weekend",
+    "a science fair",
+    "a wedding",
+    "a baby shower",
+    "a retirement party",
+    "a family reunion",
+    "a hackathon",
+)
 # Free text (emails, news, notes) is assembled from sentence parts so it rarely repeats.
 _SUBJECTS = (
-    "The meeting", "Our team", "My landlord", "The new policy", "The city council",
-    "Our revenue", "The study", "My manager", "The package", "The software update",
-    "Our biggest customer", "The school board", "My neighbour", "The 8:15 train", "The app",
-    "Our supplier", "The hospital", "The startup", "The museum", "My sister", "The contractor",
-    "The insurance company", "Our book club", "The airline", "The new intern",
+    "The meeting",
+    "Our team",
+    "My landlord",
+    "The new policy",
+    "The city council",
+    "Our revenue",
+    "The study",
+    "My manager",
+    "The package",
+    "The software update",
+    "Our biggest customer",
+    "The school board",
+    "My neighbour",
+    "The 8:15 train",
+    "The app",
+    "Our supplier",
+    "The hospital",
+    "The startup",
+    "The museum",
+    "My sister",
+    "The contractor",
+    "The insurance company",
+    "Our book club",
+    "The airline",
+    "The new intern",
 )
 _VERBS = (
-    "was moved to", "has been delayed until", "will be discussed on", "grew sharply in",
-    "was cancelled on", "got approved in", "is expected by", "was reviewed on",
-    "arrived damaged on", "crashed twice on", "has been unreachable since", "was announced on",
-    "doubled its prices in", "asked for feedback on", "changed the schedule for",
+    "was moved to",
+    "has been delayed until",
+    "will be discussed on",
+    "grew sharply in",
+    "was cancelled on",
+    "got approved in",
+    "is expected by",
+    "was reviewed on",
+    "arrived damaged on",
+    "crashed twice on",
+    "has been unreachable since",
+    "was announced on",
+    "doubled its prices in",
+    "asked for feedback on",
+    "changed the schedule for",
 )
 _WHEN = (
-    "Monday", "Thursday", "next week", "the third quarter", "March", "last night",
-    "the weekend", "early June", "the holidays", "Friday afternoon", "the end of the month",
-    "short notice", "the first day of school", "the 14th",
+    "Monday",
+    "Thursday",
+    "next week",
+    "the third quarter",
+    "March",
+    "last night",
+    "the weekend",
+    "early June",
+    "the holidays",
+    "Friday afternoon",
+    "the end of the month",
+    "short notice",
+    "the first day of school",
+    "the 14th",
 )
 _TAILS = (
-    "because several people are travelling", "despite strong objections",
-    "after a long negotiation", "without any explanation", "according to the latest report",
-    "which surprised everyone", "and nobody told us", "due to budget cuts",
-    "so we need a new plan", "which is honestly a relief", "for the second time this year",
-    "and the costs went up by {pct}%", "affecting about {n1}0 people", "until further notice",
+    "",
+    "",
+    "",
+    " because several people are travelling",
+    " despite strong objections",
+    " after a long negotiation",
+    " without any explanation",
+    " according to the latest report",
+    " which surprised everyone",
+    " and nobody told us",
+    " due to budget cuts",
+    " so we need a new plan",
+    " which is honestly a relief",
+    " for the second time this year",
+    " and the costs went up",
+    " affecting most of the team",
+    " until further notice",
 )
-SENTENCE = one_of(
-    "{subj} {verb} {when} {tail}",
-    "{subj} {verb} {when}",
-    "I think {lsubj} {verb} {when} {tail}",
-    "Apparently {lsubj} {verb} {when}, {tail}",
-    subj=_SUBJECTS,
-    lsubj=tuple(x[0].lower() + x[1:] for x in _SUBJECTS),
-    verb=_VERBS,
-    when=_WHEN,
-    tail=one_of(*_TAILS),
-    weights=(0.45, 0.25, 0.15, 0.15),
+_PREFIXES = ("", "", "", "", "FYI: ", "Update: ", "Note: ", "Heads up: ", "Re: ")
+# One flat template (no nesting) keeps rendering cheap while giving ~10^6 combinations.
+SENTENCE = Template(
+    "{pre}{subj} {verb} {when}{tail}",
+    {"pre": _PREFIXES, "subj": _SUBJECTS, "verb": _VERBS, "when": _WHEN, "tail": _TAILS},
 )
-SNIPPET = one_of("{a}.", "{a}. {b}.", "{a}. {b}. {c}.", a=SENTENCE, b=SENTENCE, c=SENTENCE,
-                 weights=(0.4, 0.45, 0.15))
+SNIPPET = Template(
+    "{a}.{more}",
+    {
+        "a": SENTENCE,
+        "more": OneOf((Template(""), Template(" {b}.", {"b": SENTENCE})), (0.45, 0.55)),
+    },
+)
 HOWTOS = (
-    "get rid of fruit flies", "negotiate a raise", "fix a leaky faucet", "learn to code",
-    "start investing with little money", "improve my credit score", "make cold brew",
-    "back up my iPhone", "write a good resume", "stop procrastinating", "train for a 10k",
-    "change a bike tire", "set up a budget spreadsheet", "get better at chess",
-    "repot a monstera", "clean a cast iron pan", "prepare for a job interview",
+    "get rid of fruit flies",
+    "negotiate a raise",
+    "fix a leaky faucet",
+    "learn to code",
+    "start investing with little money",
+    "improve my credit score",
+    "make cold brew",
+    "back up my iPhone",
+    "write a good resume",
+    "stop procrastinating",
+    "train for a 10k",
+    "change a bike tire",
+    "set up a budget spreadsheet",
+    "get better at chess",
+    "repot a monstera",
+    "clean a cast iron pan",
+    "prepare for a job interview",
 )
-DISHES = ("lasagna", "pad thai", "banana bread", "chili", "ramen", "pancakes", "curry",
-          "risotto", "tacos", "brownies", "shakshuka", "falafel")
+DISHES = (
+    "lasagna",
+    "pad thai",
+    "banana bread",
+    "chili",
+    "ramen",
+    "pancakes",
+    "curry",
+    "risotto",
+    "tacos",
+    "brownies",
+    "shakshuka",
+    "falafel",
+)
 INGREDIENTS = ("eggs", "dairy", "gluten", "onions", "sugar", "nuts", "meat", "oil")
-JOBS = ("data analyst", "nurse", "product manager", "software engineer", "teacher",
-        "marketing coordinator", "graphic designer", "accountant", "barista", "UX researcher")
-INDUSTRIES = ("fintech", "healthcare", "gaming", "retail", "logistics", "education",
-              "non-profit", "energy", "media")
-PRODUCTS = ("iPhone 16", "Pixel 9", "Kindle", "AirPods", "a Dyson vacuum", "Notion",
-            "Obsidian", "a Peloton", "Spotify", "a Tesla Model 3", "a Vitamix", "MacBook Air")
-PHENOMENA = ("the sky look blue", "ice float", "my cat knead blankets", "bread go stale",
-             "the moon look bigger near the horizon", "coffee make me sleepy",
-             "my phone battery drain faster in the cold", "onions make you cry",
-             "planes leave contrails", "yawning spread", "my sourdough not rise",
-             "my tomato plant have yellow leaves", "the tide go out twice a day",
-             "my wifi get slower at night", "hot water sometimes freeze faster",
-             "my dog eat grass", "cheese get mold", "music give me chills",
-             "my knees hurt when it rains", "stars twinkle")
-RELATIONS = ("mom", "dad", "sister", "brother", "best friend", "boss", "grandma", "partner",
-             "son", "daughter", "roommate", "coworker", "neighbour", "teacher")
-DOC_FORMATS = ("a table", "bullet points", "a numbered list", "markdown", "JSON", "a short email",
-           "two paragraphs", "a checklist", "a tweet")
+JOBS = (
+    "data analyst",
+    "nurse",
+    "product manager",
+    "software engineer",
+    "teacher",
+    "marketing coordinator",
+    "graphic designer",
+    "accountant",
+    "barista",
+    "UX researcher",
+)
+INDUSTRIES = split_words(
+    "fintech healthcare gaming retail logistics education non-profit energy media"
+)
+PRODUCTS = (
+    "iPhone 16",
+    "Pixel 9",
+    "Kindle",
+    "AirPods",
+    "a Dyson vacuum",
+    "Notion",
+    "Obsidian",
+    "a Peloton",
+    "Spotify",
+    "a Tesla Model 3",
+    "a Vitamix",
+    "MacBook Air",
+)
+PHENOMENA = (
+    "the sky look blue",
+    "ice float",
+    "my cat knead blankets",
+    "bread go stale",
+    "the moon look bigger near the horizon",
+    "coffee make me sleepy",
+    "my phone battery drain faster in the cold",
+    "onions make you cry",
+    "planes leave contrails",
+    "yawning spread",
+    "my sourdough not rise",
+    "my tomato plant have yellow leaves",
+    "the tide go out twice a day",
+    "my wifi get slower at night",
+    "hot water sometimes freeze faster",
+    "my dog eat grass",
+    "cheese get mold",
+    "music give me chills",
+    "my knees hurt when it rains",
+    "stars twinkle",
+)
+RELATIONS = (
+    "mom",
+    "dad",
+    "sister",
+    "brother",
+    "best friend",
+    "boss",
+    "grandma",
+    "partner",
+    "son",
+    "daughter",
+    "roommate",
+    "coworker",
+    "neighbour",
+    "teacher",
+)
+DOC_FORMATS = (
+    "a table",
+    "bullet points",
+    "a numbered list",
+    "markdown",
+    "JSON",
+    "a short email",
+    "two paragraphs",
+    "a checklist",
+    "a tweet",
+)
 _DETAIL = one_of(
-    " I'm a {job} in {city}.", " My budget is about ${price}.", " I have {days} days.",
-    " It's for my {relation} who is {age}.", " We are {n} people.",
-    " I'm a total beginner at {topic}.", " I live in {city} if that matters.",
-    " Format it as {format}.", " Mention {topic2} if relevant.", " (asking for my {relation})",
-    " I'm {age} years old.", " Target audience: {level}.", " Context: {snippet}",
-    " My deadline is in {days} days.", " Aim for about {n1}0 words.",
-    " I already tried {howto} and it didn't help.", " Use examples from {industry}.",
-    " Make it sound like {name} wrote it.", " This is attempt number {n} lol.",
-    " Background: {snippet}", " Also, {snippet}",
-    relation=RELATIONS, format=DOC_FORMATS, age=Ints(12, 85),
+    " I'm a {job} in {city}.",
+    " My budget is about ${price}.",
+    " I have {days} days.",
+    " It's for my {relation} who is {age}.",
+    " We are {n} people.",
+    " I'm a total beginner at {topic}.",
+    " I live in {city} if that matters.",
+    " Format it as {format}.",
+    " Mention {topic2} if relevant.",
+    " (asking for my {relation})",
+    " I'm {age} years old.",
+    " Target audience: {level}.",
+    " Context: {snippet}",
+    " My deadline is in {days} days.",
+    " Aim for about {n1}0 words.",
+    " I already tried {howto} and it didn't help.",
+    " Use examples from {industry}.",
+    " Make it sound like {name} wrote it.",
+    " This is attempt number {n} lol.",
+    " Background: {snippet}",
+    " Also, {snippet}",
+    relation=RELATIONS,
+    format=DOC_FORMATS,
+    age=Ints(12, 85),
 )
 DETAIL = OneOf((Template(""), _DETAIL), (0.3, 0.7))
 DETAIL2 = OneOf((Template(""), _DETAIL), (0.7, 0.3))
-CLOSERS = ("", "", "", "", " Thanks!", " Keep it short.", " Please be concise.",
-           " Use bullet points.", " In under 200 words.", " ty", " Make it funny.",
-           " (for a school project)", " Thank you so much", " Any sources?", " asap pls")
-OPENERS = ("", "", "", "", "", "Hi! ", "Hey, ", "Quick question: ", "Can you help me? ",
-           "Please ", "I need help. ", "Hello, ", "ok so ", "Question - ", "I'm stuck. ",
-           "Hi there, ", "Hey ChatGPT, ", "Dear assistant, ")
+CLOSERS = (
+    "",
+    "",
+    "",
+    "",
+    " Thanks!",
+    " Keep it short.",
+    " Please be concise.",
+    " Use bullet points.",
+    " In under 200 words.",
+    " ty",
+    " Make it funny.",
+    " (for a school project)",
+    " Thank you so much",
+    " Any sources?",
+    " asap pls",
+)
+OPENERS = (
+    "",
+    "",
+    "",
+    "",
+    "",
+    "Hi! ",
+    "Hey, ",
+    "Quick question: ",
+    "Can you help me? ",
+    "Please ",
+    "I need help. ",
+    "Hello, ",
+    "ok so ",
+    "Question - ",
+    "I'm stuck. ",
+    "Hi there, ",
+    "Hey ChatGPT, ",
+    "Dear assistant, ",
+)
 
 SHARED_SLOTS: dict[str, Slot] = {
     "name": NAMES,
@@ -324,47 +645,96 @@ SHARED_SLOTS: dict[str, Slot] = {
 # --------------------------------------------------------------------------- code fills
 
 ERRORS = (
-    "TypeError: 'NoneType' object is not subscriptable", "KeyError: 'id'",
-    "IndexError: list index out of range", "ModuleNotFoundError: No module named 'torch'",
+    "TypeError: 'NoneType' object is not subscriptable",
+    "KeyError: 'id'",
+    "IndexError: list index out of range",
+    "ModuleNotFoundError: No module named 'torch'",
     "Uncaught TypeError: Cannot read properties of undefined (reading 'map')",
     "error[E0502]: cannot borrow `v` as mutable because it is also borrowed as immutable",
     "panic: runtime error: invalid memory address or nil pointer dereference",
-    "java.lang.NullPointerException", "segmentation fault (core dumped)",
-    "SyntaxError: unexpected EOF while parsing", "CORS policy: No 'Access-Control-Allow-Origin'",
-    "ValueError: could not convert string to float: ''", "RecursionError: maximum recursion depth",
-    "fatal: refusing to merge unrelated histories", "OOMKilled", "ECONNREFUSED 127.0.0.1:5432",
+    "java.lang.NullPointerException",
+    "segmentation fault (core dumped)",
+    "SyntaxError: unexpected EOF while parsing",
+    "CORS policy: No 'Access-Control-Allow-Origin'",
+    "ValueError: could not convert string to float: ''",
+    "RecursionError: maximum recursion depth",
+    "fatal: refusing to merge unrelated histories",
+    "OOMKilled",
+    "ECONNREFUSED 127.0.0.1:5432",
 )
 CODE_TASKS = (
-    "reverses a linked list", "parses a CSV file and sums a column", "debounces a function",
-    "checks whether a string is a palindrome", "merges two sorted arrays",
-    "computes the nth Fibonacci number iteratively", "validates an email address",
-    "finds the longest common prefix of a list of strings", "flattens a nested list",
-    "implements an LRU cache", "rate-limits calls with a token bucket",
-    "retries an HTTP request with exponential backoff", "groups records by a key",
-    "computes a moving average", "detects a cycle in a directed graph",
-    "serialises a binary tree to a string", "finds all anagrams in a word list",
-    "paginates results from a REST API", "converts Roman numerals to integers",
-    "deduplicates rows by the latest timestamp", "implements binary search",
-    "tokenises an arithmetic expression", "schedules jobs with a priority queue",
+    "reverses a linked list",
+    "parses a CSV file and sums a column",
+    "debounces a function",
+    "checks whether a string is a palindrome",
+    "merges two sorted arrays",
+    "computes the nth Fibonacci number iteratively",
+    "validates an email address",
+    "finds the longest common prefix of a list of strings",
+    "flattens a nested list",
+    "implements an LRU cache",
+    "rate-limits calls with a token bucket",
+    "retries an HTTP request with exponential backoff",
+    "groups records by a key",
+    "computes a moving average",
+    "detects a cycle in a directed graph",
+    "serialises a binary tree to a string",
+    "finds all anagrams in a word list",
+    "paginates results from a REST API",
+    "converts Roman numerals to integers",
+    "deduplicates rows by the latest timestamp",
+    "implements binary search",
+    "tokenises an arithmetic expression",
+    "schedules jobs with a priority queue",
 )
 CODE_TASK = one_of(
-    "{t}", "{t}, handling {edge}", "{t} without using {forbidden}", "{t} in O({cx}) time",
-    "{t}; inputs can have up to {n1}000 elements", "{t} and returns {ret}",
+    "{t}",
+    "{t}, handling {edge}",
+    "{t} without using {forbidden}",
+    "{t} in O({cx}) time",
+    "{t}; inputs can have up to {n1}000 elements",
+    "{t} and returns {ret}",
     "{t} (it must also handle {edge})",
     t=CODE_TASKS,
-    edge=("empty input", "duplicate keys", "unicode strings", "negative numbers",
-          "None values", "very large files", "concurrent calls", "timezones",
-          "malformed rows", "network timeouts", "trailing whitespace", "nested lists"),
-    forbidden=("recursion", "external libraries", "global state", "regular expressions",
-               "the built-in sort", "classes"),
+    edge=(
+        "empty input",
+        "duplicate keys",
+        "unicode strings",
+        "negative numbers",
+        "None values",
+        "very large files",
+        "concurrent calls",
+        "timezones",
+        "malformed rows",
+        "network timeouts",
+        "trailing whitespace",
+        "nested lists",
+    ),
+    forbidden=(
+        "recursion",
+        "external libraries",
+        "global state",
+        "regular expressions",
+        "the built-in sort",
+        "classes",
+    ),
     cx=("n", "n log n", "1", "log n", "n^2"),
-    ret=("a dict", "a sorted list", "a generator", "a boolean", "the count",
-         "an error message on failure", "a tuple"),
+    ret=(
+        "a dict",
+        "a sorted list",
+        "a generator",
+        "a boolean",
+        "the count",
+        "an error message on failure",
+        "a tuple",
+    ),
     weights=(0.3, 0.15, 0.1, 0.1, 0.1, 0.15, 0.1),
 )
 _VARS = ("xs", "items", "rows", "data", "values", "nums", "records", "users", "lines", "batch")
-_FNS = ("process", "handler", "main", "run_job", "parse_rows", "fetch_all", "compute", "load",
-        "transform", "score", "merge_items", "sync")
+_FNS = split_words(
+    "process handler main run_job parse_rows fetch_all compute load transform score "
+    "merge_items sync"
+)
 CODE_SNIPPETS = one_of(
     "def {fn}({v}):\n    return [x * {n} for x in {v} if x > {n3}]",
     "for i in range(len({v})):\n    if {v}[i] == {v}[i + 1]: count += {n}",
@@ -387,11 +757,34 @@ CODE_SNIPPETS = one_of(
     col=("country", "status", "user_id", "product", "day"),
     table=("orders", "events", "users", "payments"),
 )
-FRAMEWORKS = ("React", "Django", "FastAPI", "Spring Boot", "Next.js", "Flask", "pandas",
-              "PyTorch", "Express", "Rails", "Vue", "Kubernetes", "Terraform", "polars")
-CODE_HOWTOS = ("add authentication", "handle file uploads", "write a migration",
-               "set up logging", "cache responses", "paginate a query", "stream a response",
-               "mock a database in tests", "deploy to production", "read environment variables")
+FRAMEWORKS = (
+    "React",
+    "Django",
+    "FastAPI",
+    "Spring Boot",
+    "Next.js",
+    "Flask",
+    "pandas",
+    "PyTorch",
+    "Express",
+    "Rails",
+    "Vue",
+    "Kubernetes",
+    "Terraform",
+    "polars",
+)
+CODE_HOWTOS = (
+    "add authentication",
+    "handle file uploads",
+    "write a migration",
+    "set up logging",
+    "cache responses",
+    "paginate a query",
+    "stream a response",
+    "mock a database in tests",
+    "deploy to production",
+    "read environment variables",
+)
 TOOLS_BUILD = ("webpack", "cargo", "gradle", "npm", "docker", "pip", "maven", "make")
 SQL_TASKS = one_of(
     "finds the top {n} customers by revenue in {month}",
@@ -402,13 +795,18 @@ SQL_TASKS = one_of(
     "counts orders per {col} where the total is above {price}",
     "deletes {table} rows older than {n1} days",
     "joins {table} with payments and shows unpaid invoices over ${price}",
-    month=("January", "February", "March", "April", "May", "June", "last month",
-           "last quarter"),
+    month=("January", "February", "March", "April", "May", "June", "last month", "last quarter"),
     table=("users", "orders", "events", "invoices", "sessions", "customers"),
     col=("country", "store", "product", "day", "sales rep"),
 )
-CONCEPT_PAIRS = (("a list", "a tuple"), ("let", "const"), ("an interface", "an abstract class"),
-                 ("async", "threads"), ("a process", "a thread"), ("== ", "is"))
+CONCEPT_PAIRS = (
+    ("a list", "a tuple"),
+    ("let", "const"),
+    ("an interface", "an abstract class"),
+    ("async", "threads"),
+    ("a process", "a thread"),
+    ("== ", "is"),
+)
 
 # --------------------------------------------------------------------------- math fills
 
@@ -451,7 +849,9 @@ LOGIC = one_of(
     "{n} runners. Who could have come second?",
     "If it takes {n} machines {n} minutes to make {n} {item}, how long do {n1} machines need "
     "for {n1} {item}?",
-    name3=NAMES, name4=NAMES, item2=ITEMS,
+    name3=NAMES,
+    name4=NAMES,
+    item2=ITEMS,
     weekday=("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
 )
 PROB = one_of(
@@ -543,15 +943,22 @@ _CODE_BODY = one_of(
     sql_task=SQL_TASKS,
 )
 _CODE_DETAIL = one_of(
-    "", "", " I'm on {lang} {n}.{n3}.", " It worked yesterday.", " Using {framework} {n}.{n3}.",
-    " This runs on {n1}k rows.", " Please explain why.", " No external libraries please.",
-    " Keep the function name `{fn}`.", " The input is about {n1} MB.",
-    " My teammate {name} wrote the original.", " Error appears after {n} requests.",
+    "",
+    "",
+    " I'm on {lang} {n}.{n3}.",
+    " It worked yesterday.",
+    " Using {framework} {n}.{n3}.",
+    " This runs on {n1}k rows.",
+    " Please explain why.",
+    " No external libraries please.",
+    " Keep the function name `{fn}`.",
+    " The input is about {n1} MB.",
+    " My teammate {name} wrote the original.",
+    " Error appears after {n} requests.",
     framework=FRAMEWORKS,
     fn=("process", "handler", "main", "run_job", "parse_rows", "fetch_all", "compute", "load"),
 )
-CODE = one_of("{opener}{body}{detail}", body=_CODE_BODY, opener=OPENERS,
-              detail=_CODE_DETAIL)
+CODE = one_of("{opener}{body}{detail}", body=_CODE_BODY, opener=OPENERS, detail=_CODE_DETAIL)
 
 REASON = one_of(
     "{problem}",
@@ -565,14 +972,20 @@ REASON = one_of(
 )
 
 # Company agentic coding: in-house agents wrap tasks in a system preamble.
-REPOS = ("payments-service", "web-frontend", "data-pipeline", "mobile-app", "infra",
-         "auth-gateway", "search-api", "billing", "analytics-etl", "core-platform",
-         "ml-training", "notifications")
-FILES = ("src/handlers/user.py", "app/models/order.rb", "pkg/cache/lru.go", "src/api/routes.ts",
-         "services/billing/invoice.py", "lib/utils/dates.js", "cmd/server/main.go",
-         "src/components/Table.tsx", "internal/db/migrations.sql", "tests/test_api.py")
-AGENT_TOOLS = ("read_file, edit_file, run_tests, grep", "bash, str_replace, view",
-               "search_code, open_file, apply_patch, run_command")
+REPOS = split_words(
+    "payments-service web-frontend data-pipeline mobile-app infra auth-gateway search-api "
+    "billing analytics-etl core-platform ml-training notifications"
+)
+FILES = split_words(
+    "src/handlers/user.py app/models/order.rb pkg/cache/lru.go src/api/routes.ts "
+    "services/billing/invoice.py lib/utils/dates.js cmd/server/main.go "
+    "src/components/Table.tsx internal/db/migrations.sql tests/test_api.py"
+)
+AGENT_TOOLS = (
+    "read_file, edit_file, run_tests, grep",
+    "bash, str_replace, view",
+    "search_code, open_file, apply_patch, run_command",
+)
 AGENTIC = one_of(
     "You are a coding agent working in the {repo} repository. Tools: {tools}. Task: fix the "
     "failing test in {file} ({error}).",
@@ -590,12 +1003,32 @@ AGENTIC = one_of(
     code_howto=CODE_HOWTOS,
 )
 
-ISSUES = ("cannot log in after password reset", "double charge on last invoice",
-          "export to CSV times out", "mobile app crashes on launch", "wrong tax on order",
-          "webhook not firing", "slow dashboard", "missing delivery", "refund request",
-          "API returns 500 on upload", "2FA code never arrives", "account locked")
-CUSTOMERS = ("Acme Corp", "Globex", "Initech", "Umbrella Health", "Stark Logistics",
-             "Wayne Retail", "Hooli", "Vandelay Imports", "Soylent Foods", "Tyrell Labs")
+ISSUES = (
+    "cannot log in after password reset",
+    "double charge on last invoice",
+    "export to CSV times out",
+    "mobile app crashes on launch",
+    "wrong tax on order",
+    "webhook not firing",
+    "slow dashboard",
+    "missing delivery",
+    "refund request",
+    "API returns 500 on upload",
+    "2FA code never arrives",
+    "account locked",
+)
+CUSTOMERS = (
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Logistics",
+    "Wayne Retail",
+    "Hooli",
+    "Vandelay Imports",
+    "Soylent Foods",
+    "Tyrell Labs",
+)
 TICKET_LINES = (
     "Customer writes that the problem started yesterday and affects all users.",
     "They already tried clearing the cache and reinstalling.",
@@ -620,8 +1053,11 @@ def support_tool(product: str, variant: int) -> Template:
     )
     return Template(
         texts[variant % len(texts)],
-        {"customer": CUSTOMERS, "issue": ISSUES,
-         "line": one_of("{l}", "{l} {snippet}", "{snippet}", l=TICKET_LINES)},
+        {
+            "customer": CUSTOMERS,
+            "issue": ISSUES,
+            "line": one_of("{l}", "{l} {snippet}", "{snippet}", l=TICKET_LINES),
+        },
     )
 
 
@@ -631,24 +1067,63 @@ REVIEWS = one_of(
     "{opening} {closing}",
     "The {aspect} is {verdict} but the {aspect2} is {verdict2}.",
     "Bought it for my {relation}. {opening} {closing}",
-    opening=("Arrived on time.", "Arrived late and the box was damaged.",
-             "Exactly as described.", "Not what I expected.", "Second one I bought.",
-             "Gift for a friend.", "Customer service never answered my emails.",
-             "Used it for {n} weeks now.", "Five stars, fast shipping!", "Meh."),
-    aspect=("battery", "screen", "price", "size", "sound", "build quality", "app", "smell",
-            "colour", "delivery", "manual", "fit"),
+    opening=(
+        "Arrived on time.",
+        "Arrived late and the box was damaged.",
+        "Exactly as described.",
+        "Not what I expected.",
+        "Second one I bought.",
+        "Gift for a friend.",
+        "Customer service never answered my emails.",
+        "Used it for {n} weeks now.",
+        "Five stars, fast shipping!",
+        "Meh.",
+    ),
+    aspect=(
+        "battery",
+        "screen",
+        "price",
+        "size",
+        "sound",
+        "build quality",
+        "app",
+        "smell",
+        "colour",
+        "delivery",
+        "manual",
+        "fit",
+    ),
     aspect2=("battery", "screen", "price", "size", "sound", "build quality", "app", "fit"),
-    verdict=("great", "terrible", "okay", "better than expected", "a bit flimsy",
-             "way too small", "gorgeous", "disappointing", "exactly right"),
+    verdict=(
+        "great",
+        "terrible",
+        "okay",
+        "better than expected",
+        "a bit flimsy",
+        "way too small",
+        "gorgeous",
+        "disappointing",
+        "exactly right",
+    ),
     verdict2=("great", "terrible", "okay", "disappointing", "fine"),
-    closing=("Would buy again.", "Returning it.", "Recommended.", "Not worth ${price}.",
-             "Stopped working after {n} days.", "Does the job.", "Love it!",
-             "Two stars.", "Would not recommend to {relation}s."),
+    closing=(
+        "Would buy again.",
+        "Returning it.",
+        "Recommended.",
+        "Not worth ${price}.",
+        "Stopped working after {n} days.",
+        "Does the job.",
+        "Love it!",
+        "Two stars.",
+        "Would not recommend to {relation}s.",
+    ),
     relation=RELATIONS,
 )
-INVOICE_LINES = ("Invoice INV-{n1}{n2} dated 2026-02-{n3}, total EUR {price}.{n1}",
-                 "Bill to {customer}, PO {ticket}, amount due ${price}.00",
-                 "Receipt {ticket}: {n} items, VAT {pct}%, paid by card")
+INVOICE_LINES = (
+    "Invoice INV-{n1}{n2} dated 2026-02-{n3}, total EUR {price}.{n1}",
+    "Bill to {customer}, PO {ticket}, amount due ${price}.00",
+    "Receipt {ticket}: {n} items, VAT {pct}%, paid by card",
+)
 
 
 def app_template(kind: int, app_name: str) -> Template:
@@ -660,10 +1135,9 @@ def app_template(kind: int, app_name: str) -> Template:
         "one word.\nReview: {review}",
         "Extract vendor, date, total and currency as JSON from: " + "{invoice}",
         "Rewrite this product title for SEO (max 60 chars): {product} {item} pack of {n}",
-        "[" + app_name + "] Label the intent of the user message: \"{howto}\". Options: "
+        "[" + app_name + '] Label the intent of the user message: "{howto}". Options: '
         "question, complaint, purchase, other.",
-        "Summarise this news paragraph in one sentence for the " + app_name + " digest: "
-        "{snippet}",
+        "Summarise this news paragraph in one sentence for the " + app_name + " digest: {snippet}",
     )
     return Template(
         texts[kind % len(texts)],
@@ -688,7 +1162,8 @@ def course_questions(campus: int) -> tuple[tuple[str, ...], ...]:
                 course + " Assignment {n3}: Write a {lang} function that {task}. Explain "
                 "its time complexity.",
                 course + " Lab {n3}: What does this code print and why?\n{code}",
-                task=CODE_TASKS, code=CODE_SNIPPETS,
+                task=CODE_TASKS,
+                code=CODE_SNIPPETS,
             )
         elif course.startswith(("MATH", "STAT", "PHYS")):
             gen = one_of(
@@ -736,11 +1211,23 @@ def benchmark_suites() -> tuple[pl.Series, ...]:
         "The following is a multiple choice question about {subject}.\n{q}\n"
         "A. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:",
         {
-            "subject": ("high school physics", "college biology", "econometrics",
-                        "world history", "computer security", "formal logic",
-                        "professional law", "nutrition", "astronomy", "moral scenarios"),
+            "subject": (
+                "high school physics",
+                "college biology",
+                "econometrics",
+                "world history",
+                "computer security",
+                "formal logic",
+                "professional law",
+                "nutrition",
+                "astronomy",
+                "moral scenarios",
+            ),
             "q": SCIENCE,
-            "a": CONCEPTS, "b": CONCEPTS, "c": TOPICS, "d": TOPICS,
+            "a": CONCEPTS,
+            "b": CONCEPTS,
+            "c": TOPICS,
+            "d": TOPICS,
         },
     )(rng, 300)
     human = Template(
@@ -761,8 +1248,12 @@ RUBRICS = (
 )
 ANSWERS = (
     "The answer is {n1} because the totals add up.",
-    "x = {n}", "It depends on {concept}.", "{name} has {n2} {item} left.",
-    "The function runs in O(n log n).", "Option C", "I think it's {n3}%.",
+    "x = {n}",
+    "It depends on {concept}.",
+    "{name} has {n2} {item} left.",
+    "The function runs in O(n log n).",
+    "Option C",
+    "I think it's {n3}%.",
 )
 FUNCTION_SETS = (
     "get_weather(city), book_flight(origin, dest, date), convert_currency(amount, from, to)",
@@ -771,9 +1262,12 @@ FUNCTION_SETS = (
     "sql_query(statement), plot(x, y, kind), export_csv(table)",
 )
 USER_REQUESTS = (
-    "book me a flight from {city} to Tokyo next friday", "what's the weather in {city}?",
-    "find {item} under ${price} and buy {n}", "schedule a call with {name} tomorrow at {n}pm",
-    "plot revenue by month for {year}", "email {name} the summary of {topic}",
+    "book me a flight from {city} to Tokyo next friday",
+    "what's the weather in {city}?",
+    "find {item} under ${price} and buy {n}",
+    "schedule a call with {name} tomorrow at {n}pm",
+    "plot revenue by month for {year}",
+    "email {name} the summary of {topic}",
 )
 
 
@@ -789,8 +1283,7 @@ def _cot_wordings() -> tuple[str, ...]:
         "right answer. Show all reasoning.",
         "Explain your reasoning in full detail, step by step, as a teacher would. Task #{ticket}"
         ": {problem}",
-        "Provide a detailed, numbered step-by-step solution with your full reasoning.\n"
-        "{problem}",
+        "Provide a detailed, numbered step-by-step solution with your full reasoning.\n{problem}",
     )
 
 

@@ -6,6 +6,8 @@ group (time-zone profile), active interval and rhythm looked up by index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from distill_forensics.simulate.config import (
@@ -22,24 +24,128 @@ from distill_forensics.simulate.config import (
 N_LOCAL_DAYS = WINDOW_DAYS + 2
 
 
-def _norm(w: np.ndarray) -> np.ndarray:
+def _norm(w: Sequence[float] | np.ndarray) -> np.ndarray:
     w = np.asarray(w, dtype=float)
     return w / w.sum()
 
 
 HOURS: dict[str, np.ndarray] = {
     # Hobbyists: a little at lunch, mostly evenings, some late nights.
-    "evening": _norm([2, 1, .6, .3, .2, .2, .5, 1.2, 2, 2.5, 3, 3.2, 3.8, 3.5, 3.2, 3.2, 3.4,
-                      4, 4.8, 5.6, 6, 5.6, 4.6, 3.4]),
+    "evening": _norm(
+        [
+            2,
+            1,
+            0.6,
+            0.3,
+            0.2,
+            0.2,
+            0.5,
+            1.2,
+            2,
+            2.5,
+            3,
+            3.2,
+            3.8,
+            3.5,
+            3.2,
+            3.2,
+            3.4,
+            4,
+            4.8,
+            5.6,
+            6,
+            5.6,
+            4.6,
+            3.4,
+        ]
+    ),
     # Office workers: 9 to 6 with a lunch dip.
-    "office": _norm([.1, .05, .05, .05, .05, .1, .3, 1.2, 4, 7, 8, 7.6, 4.5, 6.5, 7.8, 7.5, 6.8,
-                     4.5, 1.8, 1, .8, .6, .4, .2]),
+    "office": _norm(
+        [
+            0.1,
+            0.05,
+            0.05,
+            0.05,
+            0.05,
+            0.1,
+            0.3,
+            1.2,
+            4,
+            7,
+            8,
+            7.6,
+            4.5,
+            6.5,
+            7.8,
+            7.5,
+            6.8,
+            4.5,
+            1.8,
+            1,
+            0.8,
+            0.6,
+            0.4,
+            0.2,
+        ]
+    ),
     # Students: late mornings to well past midnight.
-    "student": _norm([3.5, 2.6, 1.6, .8, .3, .2, .2, .4, 1.2, 2.4, 3.2, 3.6, 3.4, 3.8, 4.2,
-                      4.2, 4, 3.8, 3.8, 4.4, 5, 5.4, 5.4, 4.6]),
+    "student": _norm(
+        [
+            3.5,
+            2.6,
+            1.6,
+            0.8,
+            0.3,
+            0.2,
+            0.2,
+            0.4,
+            1.2,
+            2.4,
+            3.2,
+            3.6,
+            3.4,
+            3.8,
+            4.2,
+            4.2,
+            4,
+            3.8,
+            3.8,
+            4.4,
+            5,
+            5.4,
+            5.4,
+            4.6,
+        ]
+    ),
     # Phones: commute peaks and evenings.
-    "mobile": _norm([1.5, .8, .4, .2, .2, .5, 1.5, 3.5, 4.5, 3.4, 3, 3.2, 4, 3.4, 3, 3.2, 3.6,
-                     4.6, 5, 4.8, 5, 4.8, 4, 2.8]),
+    "mobile": _norm(
+        [
+            1.5,
+            0.8,
+            0.4,
+            0.2,
+            0.2,
+            0.5,
+            1.5,
+            3.5,
+            4.5,
+            3.4,
+            3,
+            3.2,
+            4,
+            3.4,
+            3,
+            3.2,
+            3.6,
+            4.6,
+            5,
+            4.8,
+            5,
+            4.8,
+            4,
+            2.8,
+        ]
+    ),
     # Services that run around the clock.
     "flat": _norm(np.ones(24)),
 }
@@ -59,8 +165,13 @@ def day_weights(weekend: float, extra: np.ndarray | None = None) -> np.ndarray:
     return w
 
 
-def grouped_choice(rng: np.random.Generator, weights: np.ndarray, group: np.ndarray,
-                   lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+def grouped_choice(
+    rng: np.random.Generator,
+    weights: np.ndarray,
+    group: np.ndarray,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+) -> np.ndarray:
     """Per row, draw an index from ``weights[group]`` restricted to ``lo..hi`` inclusive.
 
     ``weights`` is (groups x categories); rows whose range has no mass fall back to uniform.
@@ -87,10 +198,17 @@ def grouped_choice(rng: np.random.Generator, weights: np.ndarray, group: np.ndar
     return idx
 
 
-def local_times(rng: np.random.Generator, tz_s: np.ndarray, start_us: np.ndarray,
-                end_us: np.ndarray, day_w: np.ndarray, hour_w: np.ndarray,
-                day_group: np.ndarray | None = None, hour_group: np.ndarray | None = None,
-                hour_shift_s: np.ndarray | None = None) -> np.ndarray:
+def local_times(
+    rng: np.random.Generator,
+    tz_s: np.ndarray,
+    start_us: np.ndarray,
+    end_us: np.ndarray,
+    day_w: np.ndarray,
+    hour_w: np.ndarray,
+    day_group: np.ndarray | None = None,
+    hour_group: np.ndarray | None = None,
+    hour_shift_s: np.ndarray | None = None,
+) -> np.ndarray:
     """UTC instants following local day and hour rhythms, inside ``[start_us, end_us)``.
 
     ``tz_s``, ``start_us``, ``end_us`` and the optional group/shift arrays hold one value
@@ -117,8 +235,9 @@ def local_times(rng: np.random.Generator, tz_s: np.ndarray, start_us: np.ndarray
     return t
 
 
-def split_sessions(rng: np.random.Generator, n_req: np.ndarray, per_session: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_sessions(
+    rng: np.random.Generator, n_req: np.ndarray, per_session: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group each account's requests into sessions.
 
     Returns (session -> account, request -> account, request -> session); sessions hold
@@ -135,16 +254,21 @@ def split_sessions(rng: np.random.Generator, n_req: np.ndarray, per_session: flo
     return sess_acct, req_acct, req_sess
 
 
-def within_sessions(rng: np.random.Generator, sess_start: np.ndarray, req_sess: np.ndarray,
-                    median_minutes: float = 12.0) -> np.ndarray:
+def within_sessions(
+    rng: np.random.Generator,
+    sess_start: np.ndarray,
+    req_sess: np.ndarray,
+    median_minutes: float = 12.0,
+) -> np.ndarray:
     """Request instants spread over each session's (lognormal) duration."""
     dur = rng.lognormal(np.log(median_minutes * 60 * US_PER_SECOND), 0.8, len(sess_start))
     off = rng.random(len(req_sess)) * dur[req_sess]
     return sess_start[req_sess] + off.astype(np.int64)
 
 
-def batch_windows(rng: np.random.Generator, per_day: tuple[int, int],
-                  hours: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def batch_windows(
+    rng: np.random.Generator, per_day: tuple[int, int], hours: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """An operator's work schedule: a few busy windows a day at drifting hours (UTC)."""
     counts = rng.integers(per_day[0], per_day[1] + 1, WINDOW_DAYS + 1)
     day = np.repeat(np.arange(-1, WINDOW_DAYS), counts)
@@ -154,8 +278,14 @@ def batch_windows(rng: np.random.Generator, per_day: tuple[int, int],
     return start[order], start[order] + dur[order]
 
 
-def times_in_windows(rng: np.random.Generator, req_start: np.ndarray, req_end: np.ndarray,
-                     win_start: np.ndarray, win_end: np.ndarray, jitter: float) -> np.ndarray:
+def times_in_windows(
+    rng: np.random.Generator,
+    req_start: np.ndarray,
+    req_end: np.ndarray,
+    win_start: np.ndarray,
+    win_end: np.ndarray,
+    jitter: float,
+) -> np.ndarray:
     """Request instants inside the batch windows overlapping each account's life.
 
     ``req_start``/``req_end`` bound each request's account life; a ``jitter`` share of

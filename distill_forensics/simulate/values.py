@@ -18,8 +18,17 @@ import polars as pl
 _HEX = np.frombuffer(b"0123456789abcdef", dtype="S1")
 
 
-def pick(rng: np.random.Generator, vocab: Sequence[str] | pl.Series, n: int,
-         p: Sequence[float] | np.ndarray | None = None) -> pl.Series:
+def split_words(text: str) -> tuple[str, ...]:
+    """A vocabulary written as one space-separated string (keeps long word lists compact)."""
+    return tuple(text.split())
+
+
+def pick(
+    rng: np.random.Generator,
+    vocab: Sequence[str] | pl.Series,
+    n: int,
+    p: Sequence[float] | np.ndarray | None = None,
+) -> pl.Series:
     """Draw ``n`` values from ``vocab`` (uniform, or with weights ``p``)."""
     series = vocab if isinstance(vocab, pl.Series) else pl.Series(list(vocab), dtype=pl.String)
     if p is None:
@@ -82,8 +91,9 @@ def ipv4_text(ints: np.ndarray) -> pl.Series:
     return df.select(pl.concat_str(["a", "b", "c", "d"], separator=".")).to_series()
 
 
-def ipv4(a: np.ndarray | int, b: np.ndarray | int, c: np.ndarray | int,
-         d: np.ndarray | int) -> np.ndarray:
+def ipv4(
+    a: np.ndarray | int, b: np.ndarray | int, c: np.ndarray | int, d: np.ndarray | int
+) -> np.ndarray:
     """Pack octets into IPv4 integers."""
     return (
         (np.asarray(a, np.int64) << 24)
@@ -143,8 +153,7 @@ REGION_TZ_SECONDS = np.array([int(r.tz_hours * 3600) for r in REGIONS], dtype=np
 REGION_COUNTRY = pl.Series([r.country for r in REGIONS], dtype=pl.String)
 
 
-def pick_regions(rng: np.random.Generator, n: int,
-                 weights: np.ndarray | None = None) -> np.ndarray:
+def pick_regions(rng: np.random.Generator, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Region indices for ``n`` people, by population weight unless ``weights`` is given."""
     w = REGION_WEIGHTS if weights is None else weights / weights.sum()
     return rng.choice(len(REGIONS), size=n, p=w)
@@ -197,35 +206,98 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider("azure", ((20, 42), (20, 106), (40, 76), (13, 68), (52, 232), (4, 152))),
     Provider(
         "digitalocean",
-        ((137, 184), (138, 68), (139, 59), (143, 110), (157, 230), (159, 65), (161, 35),
-         (164, 90), (165, 22), (167, 71), (167, 99), (188, 166)),
+        (
+            (137, 184),
+            (138, 68),
+            (139, 59),
+            (143, 110),
+            (157, 230),
+            (159, 65),
+            (161, 35),
+            (164, 90),
+            (165, 22),
+            (167, 71),
+            (167, 99),
+            (188, 166),
+        ),
     ),
     Provider(
         "hetzner",
-        ((5, 161), (49, 12), (78, 46), (88, 198), (95, 216), (116, 202), (135, 181),
-         (138, 201), (142, 132), (157, 90), (159, 69), (167, 235), (188, 34)),
+        (
+            (5, 161),
+            (49, 12),
+            (78, 46),
+            (88, 198),
+            (95, 216),
+            (116, 202),
+            (135, 181),
+            (138, 201),
+            (142, 132),
+            (157, 90),
+            (159, 69),
+            (167, 235),
+            (188, 34),
+        ),
     ),
     Provider(
         "ovh",
-        ((51, 38), (51, 68), (51, 75), (51, 89), (51, 161), (54, 37), (91, 121), (137, 74),
-         (141, 94), (145, 239), (147, 135), (149, 202), (151, 80), (164, 132), (176, 31)),
+        (
+            (51, 38),
+            (51, 68),
+            (51, 75),
+            (51, 89),
+            (51, 161),
+            (54, 37),
+            (91, 121),
+            (137, 74),
+            (141, 94),
+            (145, 239),
+            (147, 135),
+            (149, 202),
+            (151, 80),
+            (164, 132),
+            (176, 31),
+        ),
     ),
     Provider(
         "linode",
-        ((45, 33), (45, 56), (45, 79), (50, 116), (66, 175), (69, 164), (139, 162),
-         (172, 104), (173, 255), (178, 79)),
+        (
+            (45, 33),
+            (45, 56),
+            (45, 79),
+            (50, 116),
+            (66, 175),
+            (69, 164),
+            (139, 162),
+            (172, 104),
+            (173, 255),
+            (178, 79),
+        ),
     ),
     Provider(
         "vultr",
-        ((45, 32), (45, 63), (45, 76), (45, 77), (66, 42), (104, 156), (108, 61), (140, 82),
-         (144, 202), (149, 28), (155, 138), (207, 148)),
+        (
+            (45, 32),
+            (45, 63),
+            (45, 76),
+            (45, 77),
+            (66, 42),
+            (104, 156),
+            (108, 61),
+            (140, 82),
+            (144, 202),
+            (149, 28),
+            (155, 138),
+            (207, 148),
+        ),
     ),
 )
 PROVIDER_INDEX = {p.name: i for i, p in enumerate(PROVIDERS)}
 
 
-def cloud_subnets(rng: np.random.Generator, n: int, providers: Sequence[str] | None = None
-                  ) -> np.ndarray:
+def cloud_subnets(
+    rng: np.random.Generator, n: int, providers: Sequence[str] | None = None
+) -> np.ndarray:
     """Base addresses (x.y.z.0) of ``n`` random /24s inside hosting providers' space."""
     names = list(providers) if providers else [p.name for p in PROVIDERS]
     blocks = [b for name in names for b in PROVIDERS[PROVIDER_INDEX[name]].blocks]
@@ -260,62 +332,69 @@ CARRIERS: tuple[Carrier, ...] = (
 
 # --------------------------------------------------------------------------- people
 
-FIRST_NAMES: tuple[str, ...] = (
-    "james", "mary", "john", "linda", "robert", "sarah", "michael", "emily", "david", "anna",
-    "william", "laura", "daniel", "sofia", "matthew", "olivia", "joseph", "emma", "chris",
-    "hannah", "andrew", "grace", "ryan", "chloe", "kevin", "julia", "brian", "nina", "eric",
-    "lucy", "jason", "maria", "adam", "elena", "mark", "clara", "paul", "irene", "peter",
-    "alice", "thomas", "jessica", "lukas", "lea", "felix", "marie", "jonas", "mia", "leon",
-    "lena", "pierre", "camille", "louis", "manon", "hugo", "ines", "marco", "giulia", "luca",
-    "chiara", "pablo", "lucia", "javier", "carmen", "diego", "valentina", "mateo", "camila",
-    "rahul", "priya", "amit", "ananya", "arjun", "divya", "vikram", "sneha", "rohan", "pooja",
-    "karthik", "lakshmi", "wei", "li", "jun", "xin", "hao", "mei", "yuki", "haruto", "sakura",
-    "ren", "aoi", "minjun", "jiwoo", "seoyeon", "hyun", "ahmed", "fatima", "omar", "aisha",
-    "yusuf", "leila", "chinedu", "ngozi", "kwame", "amara", "tunde", "zainab", "ivan", "olga",
-    "dmitri", "anastasia", "piotr", "agnieszka", "jan", "eva", "lars", "ingrid", "erik", "sven",
-    "noah", "liam", "ava", "ethan", "isabella", "lucas", "zoe", "owen", "nora", "caleb",
-    "tomas", "joao", "beatriz", "rafael", "gabriel", "larissa", "thiago", "bruna", "nguyen",
-    "linh", "minh", "ali", "mehmet", "elif", "can", "zeynep", "yosef", "noa", "tamar", "avi",
+FIRST_NAMES: tuple[str, ...] = split_words(
+    "james mary john linda robert sarah michael emily david anna william laura daniel "
+    "sofia matthew olivia joseph emma chris hannah andrew grace ryan chloe kevin julia "
+    "brian nina eric lucy jason maria adam elena mark clara paul irene peter alice thomas "
+    "jessica lukas lea felix marie jonas mia leon lena pierre camille louis manon hugo "
+    "ines marco giulia luca chiara pablo lucia javier carmen diego valentina mateo camila "
+    "rahul priya amit ananya arjun divya vikram sneha rohan pooja karthik lakshmi wei li "
+    "jun xin hao mei yuki haruto sakura ren aoi minjun jiwoo seoyeon hyun ahmed fatima "
+    "omar aisha yusuf leila chinedu ngozi kwame amara tunde zainab ivan olga dmitri "
+    "anastasia piotr agnieszka jan eva lars ingrid erik sven noah liam ava ethan isabella "
+    "lucas zoe owen nora caleb tomas joao beatriz rafael gabriel larissa thiago bruna "
+    "nguyen linh minh ali mehmet elif can zeynep yosef noa tamar avi"
 )
-LAST_NAMES: tuple[str, ...] = (
-    "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "martinez",
-    "lopez", "wilson", "anderson", "taylor", "thomas", "moore", "jackson", "martin", "lee",
-    "thompson", "white", "harris", "clark", "lewis", "walker", "hall", "young", "king",
-    "wright", "scott", "green", "baker", "adams", "nelson", "hill", "campbell", "mitchell",
-    "roberts", "carter", "phillips", "evans", "turner", "parker", "collins", "edwards",
-    "stewart", "morris", "murphy", "cook", "rogers", "morgan", "cooper", "peterson", "reed",
-    "bailey", "kelly", "howard", "cox", "ward", "richardson", "watson", "brooks", "wood",
-    "mueller", "schmidt", "schneider", "fischer", "weber", "meyer", "wagner", "becker",
-    "hoffmann", "schulz", "dubois", "durand", "lefebvre", "moreau", "laurent", "simon",
-    "michel", "rossi", "russo", "ferrari", "esposito", "bianchi", "romano", "colombo",
-    "fernandez", "gonzalez", "rodriguez", "sanchez", "perez", "gomez", "diaz", "alvarez",
-    "silva", "santos", "oliveira", "souza", "pereira", "costa", "ferreira", "almeida",
-    "sharma", "patel", "singh", "kumar", "gupta", "reddy", "iyer", "nair", "rao", "das",
-    "wang", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou", "xu", "tanaka",
-    "suzuki", "takahashi", "watanabe", "ito", "yamamoto", "nakamura", "kim", "park", "choi",
-    "jung", "kang", "cho", "yoon", "nguyen", "tran", "pham", "hoang", "okafor", "adeyemi",
-    "mensah", "okeke", "ibrahim", "hassan", "ali", "khan", "yilmaz", "kaya", "demir",
-    "kowalski", "nowak", "wisniewski", "novak", "svoboda", "andersson", "johansson",
-    "nilsson", "larsen", "hansen", "jensen", "ivanov", "petrov", "smirnov", "cohen", "levi",
+LAST_NAMES: tuple[str, ...] = split_words(
+    "smith johnson williams brown jones garcia miller davis martinez lopez wilson "
+    "anderson taylor thomas moore jackson martin lee thompson white harris clark lewis "
+    "walker hall young king wright scott green baker adams nelson hill campbell mitchell "
+    "roberts carter phillips evans turner parker collins edwards stewart morris murphy "
+    "cook rogers morgan cooper peterson reed bailey kelly howard cox ward richardson "
+    "watson brooks wood mueller schmidt schneider fischer weber meyer wagner becker "
+    "hoffmann schulz dubois durand lefebvre moreau laurent simon michel rossi russo "
+    "ferrari esposito bianchi romano colombo fernandez gonzalez rodriguez sanchez perez "
+    "gomez diaz alvarez silva santos oliveira souza pereira costa ferreira almeida sharma "
+    "patel singh kumar gupta reddy iyer nair rao das wang zhang liu chen yang huang zhao "
+    "wu zhou xu tanaka suzuki takahashi watanabe ito yamamoto nakamura kim park choi jung "
+    "kang cho yoon nguyen tran pham hoang okafor adeyemi mensah okeke ibrahim hassan ali "
+    "khan yilmaz kaya demir kowalski nowak wisniewski novak svoboda andersson johansson "
+    "nilsson larsen hansen jensen ivanov petrov smirnov cohen levi"
 )
 
 FREEMAIL: tuple[tuple[str, float], ...] = (
-    ("gmail.com", 0.45), ("outlook.com", 0.10), ("yahoo.com", 0.07), ("hotmail.com", 0.06),
-    ("icloud.com", 0.06), ("proton.me", 0.04), ("protonmail.com", 0.02), ("gmx.de", 0.02),
-    ("web.de", 0.02), ("mail.ru", 0.015), ("qq.com", 0.02), ("163.com", 0.015),
-    ("yandex.ru", 0.01), ("aol.com", 0.01), ("zoho.com", 0.01), ("naver.com", 0.02),
-    ("yahoo.co.jp", 0.01), ("orange.fr", 0.01), ("libero.it", 0.01), ("fastmail.com", 0.01),
+    ("gmail.com", 0.45),
+    ("outlook.com", 0.10),
+    ("yahoo.com", 0.07),
+    ("hotmail.com", 0.06),
+    ("icloud.com", 0.06),
+    ("proton.me", 0.04),
+    ("protonmail.com", 0.02),
+    ("gmx.de", 0.02),
+    ("web.de", 0.02),
+    ("mail.ru", 0.015),
+    ("qq.com", 0.02),
+    ("163.com", 0.015),
+    ("yandex.ru", 0.01),
+    ("aol.com", 0.01),
+    ("zoho.com", 0.01),
+    ("naver.com", 0.02),
+    ("yahoo.co.jp", 0.01),
+    ("orange.fr", 0.01),
+    ("libero.it", 0.01),
+    ("fastmail.com", 0.01),
 )
 FREEMAIL_DOMAINS = pl.Series([d for d, _ in FREEMAIL], dtype=pl.String)
 FREEMAIL_WEIGHTS = np.array([w for _, w in FREEMAIL]) / sum(w for _, w in FREEMAIL)
-PLUS_TAGS: tuple[str, ...] = (
-    "ai", "api", "dev", "work", "test", "llm", "openai", "code", "2", "alt", "news", "main",
-)
+PLUS_TAGS: tuple[str, ...] = split_words("ai api dev work test llm openai code 2 alt news main")
 
 
-def person_locals(rng: np.random.Generator, n: int, last: pl.Series | None = None,
-                  styles: Sequence[float] = (0.22, 0.14, 0.12, 0.12, 0.12, 0.10, 0.10, 0.08)
-                  ) -> pl.Series:
+def person_locals(
+    rng: np.random.Generator,
+    n: int,
+    last: pl.Series | None = None,
+    styles: Sequence[float] = (0.22, 0.14, 0.12, 0.12, 0.12, 0.10, 0.10, 0.08),
+) -> pl.Series:
     """Mailbox names people pick: john.smith, jsmith84, smith_john, ...
 
     ``last`` fixes the surname per row (families); ``styles`` weights the eight patterns.
@@ -327,25 +406,31 @@ def person_locals(rng: np.random.Generator, n: int, last: pl.Series | None = Non
     numl = pl.Series(rng.integers(1, 100_000, n)).cast(pl.String)
     w = np.asarray(styles, dtype=float)
     style = rng.choice(8, size=n, p=w / w.sum())
-    df = pl.DataFrame(
-        {"f": first, "l": last, "n2": num2, "n4": num4, "nl": numl, "s": style}
-    )
+    df = pl.DataFrame({"f": first, "l": last, "n2": num2, "n4": num4, "nl": numl, "s": style})
     s = pl.col("s")
     f, l_ = pl.col("f"), pl.col("l")
     return df.select(
-        pl.when(s == 0).then(pl.concat_str([f, pl.lit("."), l_]))
-        .when(s == 1).then(pl.concat_str([f, l_]))
-        .when(s == 2).then(pl.concat_str([f.str.head(1), l_, pl.col("n2")]))
-        .when(s == 3).then(pl.concat_str([f, pl.lit("."), l_, pl.col("n2")]))
-        .when(s == 4).then(pl.concat_str([f, l_, pl.col("n4")]))
-        .when(s == 5).then(pl.concat_str([l_, pl.lit("_"), f]))
-        .when(s == 6).then(pl.concat_str([f, pl.lit("_"), l_.str.head(1), pl.col("nl")]))
+        pl.when(s == 0)
+        .then(pl.concat_str([f, pl.lit("."), l_]))
+        .when(s == 1)
+        .then(pl.concat_str([f, l_]))
+        .when(s == 2)
+        .then(pl.concat_str([f.str.head(1), l_, pl.col("n2")]))
+        .when(s == 3)
+        .then(pl.concat_str([f, pl.lit("."), l_, pl.col("n2")]))
+        .when(s == 4)
+        .then(pl.concat_str([f, l_, pl.col("n4")]))
+        .when(s == 5)
+        .then(pl.concat_str([l_, pl.lit("_"), f]))
+        .when(s == 6)
+        .then(pl.concat_str([f, pl.lit("_"), l_.str.head(1), pl.col("nl")]))
         .otherwise(pl.concat_str([f, pl.col("nl")]))
     ).to_series()
 
 
-def freemail_emails(rng: np.random.Generator, n: int, plus_share: float = 0.04,
-                    locals_: pl.Series | None = None) -> pl.Series:
+def freemail_emails(
+    rng: np.random.Generator, n: int, plus_share: float = 0.04, locals_: pl.Series | None = None
+) -> pl.Series:
     """Free-mail addresses; a few use a ``+tag``; gmail users sometimes add dots."""
     local = person_locals(rng, n) if locals_ is None else locals_
     domain = FREEMAIL_DOMAINS.gather(rng.choice(len(FREEMAIL_DOMAINS), n, p=FREEMAIL_WEIGHTS))
@@ -373,31 +458,30 @@ def make_unique(rng: np.random.Generator, emails: pl.Series) -> pl.Series:
             return s
         parts = s.str.split_exact("@", 1).struct.unnest()
         suffix = pl.Series(rng.integers(1, 10_000, len(s))).cast(pl.String)
-        fixed = pl.DataFrame({"a": parts["field_0"], "b": parts["field_1"], "x": suffix}).select(
-            pl.concat_str([pl.col("a"), pl.col("x"), pl.lit("@"), pl.col("b")])
-        ).to_series()
+        fixed = (
+            pl.DataFrame({"a": parts["field_0"], "b": parts["field_1"], "x": suffix})
+            .select(pl.concat_str([pl.col("a"), pl.col("x"), pl.lit("@"), pl.col("b")]))
+            .to_series()
+        )
         s = pl.select(pl.when(dup).then(fixed).otherwise(s)).to_series()
     return s
 
 
-DOMAIN_HEADS: tuple[str, ...] = (
-    "blue", "north", "bright", "iron", "silver", "green", "quantum", "delta", "apex", "nova",
-    "river", "cedar", "summit", "harbor", "pixel", "vector", "cobalt", "lumen", "atlas",
-    "orbit", "maple", "granite", "swift", "crimson", "solar", "echo", "prism", "aurora",
-    "falcon", "pioneer", "zenith", "coral", "amber", "onyx", "tidal", "crest", "arc", "vivid",
-    "polar", "sage",
+DOMAIN_HEADS: tuple[str, ...] = split_words(
+    "blue north bright iron silver green quantum delta apex nova river cedar summit "
+    "harbor pixel vector cobalt lumen atlas orbit maple granite swift crimson solar echo "
+    "prism aurora falcon pioneer zenith coral amber onyx tidal crest arc vivid polar sage"
 )
-DOMAIN_TAILS: tuple[str, ...] = (
-    "labs", "works", "soft", "data", "logic", "systems", "health", "finance", "bank",
-    "retail", "media", "analytics", "cloud", "robotics", "legal", "insure", "motors",
-    "foods", "energy", "bio", "learning", "games", "security", "logistics", "travel",
-    "studio", "ventures", "networks", "pay", "ai",
+DOMAIN_TAILS: tuple[str, ...] = split_words(
+    "labs works soft data logic systems health finance bank retail media analytics cloud "
+    "robotics legal insure motors foods energy bio learning games security logistics "
+    "travel studio ventures networks pay ai"
 )
 DOMAIN_TLDS: tuple[str, ...] = ("com", "io", "ai", "co", "de", "co.uk", "net", "fr", "in", "dev")
-CAMPUS_NAMES: tuple[str, ...] = (
-    "northfield", "lakeshore", "stmarys", "riverdale-tech", "westbrook", "easton-state",
-    "pinecrest", "hillsdale", "bayview", "greenmont", "kingsford", "oakridge", "redstone",
-    "fairhaven", "millbrook", "clearwater",
+CAMPUS_NAMES: tuple[str, ...] = split_words(
+    "northfield lakeshore stmarys riverdale-tech westbrook easton-state pinecrest "
+    "hillsdale bayview greenmont kingsford oakridge redstone fairhaven millbrook "
+    "clearwater"
 )
 
 
@@ -407,15 +491,15 @@ def org_domains(rng: np.random.Generator, n: int) -> pl.Series:
     tails = pick(rng, DOMAIN_TAILS, n)
     tlds = pick(rng, DOMAIN_TLDS, n, p=[0.4, 0.15, 0.1, 0.08, 0.06, 0.06, 0.05, 0.04, 0.03, 0.03])
     sep = pick(rng, ["", "-"], n, p=[0.8, 0.2])
-    out = pl.DataFrame({"h": heads, "s": sep, "t": tails, "d": tlds}).select(
-        pl.concat_str([pl.col("h"), pl.col("s"), pl.col("t"), pl.lit("."), pl.col("d")])
-    ).to_series()
+    out = (
+        pl.DataFrame({"h": heads, "s": sep, "t": tails, "d": tlds})
+        .select(pl.concat_str([pl.col("h"), pl.col("s"), pl.col("t"), pl.lit("."), pl.col("d")]))
+        .to_series()
+    )
     first = out.is_first_distinct()
     num = pl.Series(rng.integers(2, 99, n)).cast(pl.String)
     return pl.select(
-        pl.when(first).then(out).otherwise(
-            pl.concat_str([heads, num, tails, pl.lit("."), tlds])
-        )
+        pl.when(first).then(out).otherwise(pl.concat_str([heads, num, tails, pl.lit("."), tlds]))
     ).to_series()
 
 
@@ -504,18 +588,18 @@ def common_clients() -> tuple[Client, ...]:
         out.append(Client(_ANDROID.format(v=v), TLS_ANDROID, "mobile"))
     for v in range(131, 136):
         out.append(Client(_FIREFOX.format(v=v), TLS_FIREFOX, "desktop"))
-    for v in ("17.6", "18.1", "18.2", "18.3"):
-        out.append(Client(_SAFARI.format(v=v), TLS_SAFARI, "desktop"))
-    for v in ("17_6", "18_1", "18_2", "18_3"):
-        out.append(Client(_IPHONE.format(v=v), TLS_SAFARI, "mobile"))
+    for ver in ("17.6", "18.1", "18.2", "18.3"):
+        out.append(Client(_SAFARI.format(v=ver), TLS_SAFARI, "desktop"))
+    for ver in ("17_6", "18_1", "18_2", "18_3"):
+        out.append(Client(_IPHONE.format(v=ver), TLS_SAFARI, "mobile"))
     for minor in range(54, 66, 2):
         out.append(Client(f"openai-python/1.{minor}.0", TLS_PY, "sdk"))
-    for v in ("0.27.0", "0.27.2", "0.28.1"):
-        out.append(Client(f"python-httpx/{v}", TLS_PY, "sdk"))
+    for ver in ("0.27.0", "0.27.2", "0.28.1"):
+        out.append(Client(f"python-httpx/{ver}", TLS_PY, "sdk"))
     out.append(Client("python-requests/2.32.3", TLS_PY_H1, "sdk"))
     out.append(Client("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", TLS_NODE, "sdk"))
-    for v in ("4.77.0", "4.80.1", "4.85.4"):
-        out.append(Client(f"openai-node/{v}", TLS_NODE, "sdk"))
+    for ver in ("4.77.0", "4.80.1", "4.85.4"):
+        out.append(Client(f"openai-node/{ver}", TLS_NODE, "sdk"))
     out.append(Client("axios/1.7.9", TLS_NODE, "sdk"))
     out.append(Client("Go-http-client/2.0", TLS_GO, "sdk"))
     out.append(Client("curl/8.5.0", TLS_CURL, "sdk"))

@@ -55,7 +55,9 @@ class IpRegistry:
         parts = [
             c if isinstance(c, pl.Series) else values.ipv4_text(c) for c in self._chunks if len(c)
         ]
-        return pl.concat([p.alias("ip") for p in parts]) if parts else pl.Series("ip", [], pl.String)
+        return (
+            pl.concat([p.alias("ip") for p in parts]) if parts else pl.Series("ip", [], pl.String)
+        )
 
 
 class ClientRegistry:
@@ -221,15 +223,17 @@ class World:
 # --------------------------------------------------------------------------- traffic helpers
 
 
-def per_account_choice(rng: np.random.Generator, n_acct: int, options: np.ndarray,
-                       weights: np.ndarray, k: int = 2) -> np.ndarray:
+def per_account_choice(
+    rng: np.random.Generator, n_acct: int, options: np.ndarray, weights: np.ndarray, k: int = 2
+) -> np.ndarray:
     """``k`` option handles per account (column 0 is the account's usual one)."""
     w = weights / weights.sum()
     return options[rng.choice(len(options), size=(n_acct, k), p=w)]
 
 
-def pick_per_request(rng: np.random.Generator, table: np.ndarray, acct: np.ndarray,
-                     usual: float) -> np.ndarray:
+def pick_per_request(
+    rng: np.random.Generator, table: np.ndarray, acct: np.ndarray, usual: float
+) -> np.ndarray:
     """Per request, the account's usual value (column 0) with probability ``usual``,
     otherwise one of its other columns."""
     n = len(acct)
@@ -245,8 +249,9 @@ def model_mix(rng: np.random.Generator, n_acct: int, alpha: Sequence[float]) -> 
     return rng.dirichlet(np.asarray(alpha, dtype=float), n_acct)
 
 
-def adoption(rng: np.random.Generator, n_acct: int, early: float, gradual: float
-             ) -> tuple[np.ndarray, np.ndarray]:
+def adoption(
+    rng: np.random.Generator, n_acct: int, early: float, gradual: float
+) -> tuple[np.ndarray, np.ndarray]:
     """When each account starts using frontier-4 and what share of its traffic moves.
 
     ``early``: switch within 24 h of release; ``gradual``: over the following days; the
@@ -264,8 +269,14 @@ def adoption(rng: np.random.Generator, n_acct: int, early: float, gradual: float
     return when, share
 
 
-def choose_models(rng: np.random.Generator, acct: np.ndarray, ts: np.ndarray, mix: np.ndarray,
-                  adopt_us: np.ndarray, new_share: np.ndarray) -> np.ndarray:
+def choose_models(
+    rng: np.random.Generator,
+    acct: np.ndarray,
+    ts: np.ndarray,
+    mix: np.ndarray,
+    adopt_us: np.ndarray,
+    new_share: np.ndarray,
+) -> np.ndarray:
     """Model index per request from the account's mix, with frontier-4 after adoption."""
     n = len(acct)
     cum = np.cumsum(mix, axis=1)[acct]
@@ -275,15 +286,24 @@ def choose_models(rng: np.random.Generator, acct: np.ndarray, ts: np.ndarray, mi
     return np.where(new, M_NEW, m).astype(np.int8)
 
 
-def render(rng: np.random.Generator, kind: np.ndarray, generators: Sequence[prompts.Generator],
-           null_share: float = 0.03) -> pl.Series:
+def render(
+    rng: np.random.Generator,
+    kind: np.ndarray,
+    generators: Sequence[prompts.Generator],
+    null_share: float = 0.03,
+) -> pl.Series:
     """Prompts for requests whose generator index is ``kind``."""
     raw = prompts.render_assigned(rng, kind, generators)
     return prompts.finish(raw, rng, null_share)
 
 
-def tokens(rng: np.random.Generator, profile: np.ndarray, profiles: Sequence[str],
-           prompt: pl.Series, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tokens(
+    rng: np.random.Generator,
+    profile: np.ndarray,
+    profiles: Sequence[str],
+    prompt: pl.Series,
+    model: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Input and output token counts from the prompt length, kind profile and model."""
     table = [prompts.TOKENS[p] for p in profiles]
     ctx_m = np.log(np.array([t.context for t in table]))[profile]
@@ -333,8 +353,9 @@ def group_ids(kind: str, group: np.ndarray) -> pl.Series:
     return pl.select(pl.concat_str([pl.lit(kind + "-"), num])).to_series().alias("group_id")
 
 
-def lognormal_counts(rng: np.random.Generator, n: int, median: float, sigma: float,
-                     lo: int = 1, hi: int = 1_000_000) -> np.ndarray:
+def lognormal_counts(
+    rng: np.random.Generator, n: int, median: float, sigma: float, lo: int = 1, hi: int = 1_000_000
+) -> np.ndarray:
     """Heavy-tailed integer request counts."""
     x = rng.lognormal(np.log(max(median, 1e-3)), sigma, n)
     return np.clip(np.round(x), lo, hi).astype(np.int64)
@@ -344,8 +365,7 @@ Kind = tuple[prompts.Generator, str]
 """A prompt generator with the name of its token profile."""
 
 
-def per_request_choice(rng: np.random.Generator, probs: np.ndarray, acct: np.ndarray
-                       ) -> np.ndarray:
+def per_request_choice(rng: np.random.Generator, probs: np.ndarray, acct: np.ndarray) -> np.ndarray:
     """Per request, a category drawn from its account's row of ``probs`` (accounts x k)."""
     cum = np.cumsum(probs, axis=1)
     cum = cum / cum[:, -1:]
