@@ -74,6 +74,9 @@ ACCOUNT_LEVEL_KINDS = frozenset(
 )
 """Kinds that describe the account itself rather than some of its requests."""
 
+BURST_KINDS = frozenset({"signup_hour", "signup_day"})
+"""Kinds whose values are points in time: they link only as part of a burst."""
+
 INFRA_KINDS = frozenset(
     {"ip", "net", "signup_ip", "signup_net", "payment", "bin_country", "email_domain", "tls", "ua"}
 )
@@ -97,6 +100,7 @@ class LinkOptions:
     sync_min_overlap: int = 4
     sync_min_lift: float = 8.0
     minhash_bands: int = 6
+    burst_min: int = 5
     seed: int = 0
 
 
@@ -188,9 +192,12 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         pl.col("n_requests").cast(pl.Float64).alias("_total"),
         pl.col("n_prompts").cast(pl.Float64).alias("_prompts"),
     )
+    # Two strangers signing up in the same hour is a coincidence, not a burst:
+    # signup-time values count only once several accounts share them.
+    min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
     tokens = (
         usage.join(stats, on=["kind", "value"])
-        .filter((pl.col("n_accounts") >= 2) & (pl.col("n_accounts") <= max_n))
+        .filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n))
         .join(totals, on="account_id")
         .with_columns(
             share=pl.when(pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)))

@@ -37,6 +37,9 @@ FEATURE_WEIGHTS: dict[str, float] = {
 }
 """Weight of each feature (each in [0, 1]) in the logit of the score."""
 
+MEANINGFUL_LINK = 0.1
+"""A link counts as made by a kind when that kind contributes at least this weight."""
+
 BIAS = -4.5
 """Logit of a cluster with every feature at zero."""
 
@@ -243,7 +246,7 @@ def score(
     link_kinds = edge_members.group_by("cluster_id").agg(
         pl.len().alias("n_links"),
         crossing.mean().alias("_cross_links"),
-        *[(pl.col(c) > 0).mean().alias("share_" + c[2:]) for c in wcols],
+        *[(pl.col(c) >= MEANINGFUL_LINK).mean().alias("share_" + c[2:]) for c in wcols],
     )
 
     f = (

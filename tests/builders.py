@@ -70,7 +70,7 @@ def strangers(
         accounts.append(
             dict(
                 account_id=aid,
-                created_at=T0 - dt.timedelta(days=int(rng.integers(30, 900))),
+                created_at=T0 - dt.timedelta(seconds=int(rng.integers(30 * 86400, 900 * 86400))),
                 email=f"{tag}{a}@gmail.com",
                 payment_fingerprint=card or f"pm_{tag}{a}",
                 card_bin="522222",

@@ -92,21 +92,35 @@ def cluster(
         sys.exit(EXIT_FINDINGS)
 
 
+COLUMNS = [("rank", ">"), ("cluster", "<"), ("accounts", ">"), ("requests", ">"),
+           ("score", ">"), ("top reasons", "<")]
+
+
+def _cells(row: dict) -> list[str]:
+    score = f"{row['score']:.1f}" + (" *" if row["suspected"] else "  ")
+    return [str(row["rank"]), row["cluster_id"], f"{row['n_accounts']:,}",
+            f"{row['n_requests']:,}", score, row["reasons"] or ""]
+
+
 def render_table(report: pl.DataFrame) -> None:
-    """The ranked table on stdout: rich on a terminal, plain columns when piped."""
+    """The ranked table on stdout: rich on a terminal, plain aligned text when piped.
+
+    A ``*`` after the score marks a suspected cluster.
+    """
     console = Console()
-    plain = not console.is_terminal
-    table = Table(box=None if plain else box.SIMPLE_HEAVY, show_edge=not plain, pad_edge=False)
-    for name, justify in [("rank", "right"), ("cluster", "left"), ("accounts", "right"),
-                          ("requests", "right"), ("score", "right"), ("top reasons", "left")]:
-        table.add_column(name, justify=justify, no_wrap=name != "top reasons")  # type: ignore[arg-type]
-    for row in report.iter_rows(named=True):
-        score = f"{row['score']:.1f}" + (" *" if row["suspected"] else "")
-        style = "bold red" if row["suspected"] and not plain else None
-        table.add_row(str(row["rank"]), row["cluster_id"], f"{row['n_accounts']:,}",
-                      f"{row['n_requests']:,}", score, row["reasons"] or "", style=style)
-    if plain:
-        console = Console(width=10_000, no_color=True, highlight=False, soft_wrap=True)
+    rows = [_cells(r) for r in report.iter_rows(named=True)]
+    if not console.is_terminal:
+        widths = [max([len(h)] + [len(r[k]) for r in rows]) for k, (h, _) in enumerate(COLUMNS)]
+        for cells in [[h for h, _ in COLUMNS], *rows]:
+            parts = [f"{c:{a}{w}}" for c, (_, a), w in zip(cells[:-1], COLUMNS, widths, strict=False)]
+            sys.stdout.write("  ".join([*parts, cells[-1]]).rstrip() + "\n")
+        return
+    table = Table(box=box.SIMPLE_HEAVY)
+    for name, align in COLUMNS:
+        table.add_column(name, justify="right" if align == ">" else "left",
+                         no_wrap=name != "top reasons")
+    for cells, row in zip(rows, report.iter_rows(named=True), strict=True):
+        table.add_row(*cells, style="bold red" if row["suspected"] else None)
     console.print(table)
 
 

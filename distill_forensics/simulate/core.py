@@ -135,6 +135,10 @@ def _nullable_gather(texts: pl.Series, idx: np.ndarray) -> pl.Series:
 
 
 def _assemble(world: World, parts: list[Part]) -> SimulatedData:
+    """Join the parts into the three tables: ids, keys, damaged rows, sorting.
+
+    Empties ``parts`` on the way to free memory.
+    """
     rng = world.rng("assemble")
     acc = pl.concat([p.accounts for p in parts])
     n_acct = acc.height
@@ -155,6 +159,9 @@ def _assemble(world: World, parts: list[Part]) -> SimulatedData:
     inp = np.concatenate([p.input_tokens for p in parts])
     out = np.concatenate([p.output_tokens for p in parts])
     prompt = pl.concat([p.prompt.alias("prompt") for p in parts], rechunk=False)
+    metas = [{**p.meta, "requests": p.n_requests} for p in parts if p.meta]
+    # Drop the per-part copies now: at the large scale they are gigabytes.
+    parts.clear()
     n_req = len(acct)
     # Keys: most traffic on an account's first key.
     key_pick = np.where(rng.random(n_req) < 0.8, 0, rng.integers(0, 3, n_req)) % n_keys[acct]
@@ -188,6 +195,8 @@ def _assemble(world: World, parts: list[Part]) -> SimulatedData:
     rank = np.where(who >= 0, acct_rank[acct], -1)
 
     order = np.lexsort((rank, ts))
+    prompt = prompt.gather(order)
+    ip_text = world.ips.text()
     models = pl.Series(list(MODELS), dtype=pl.String)
     logs = pl.DataFrame(
         {
@@ -195,19 +204,18 @@ def _assemble(world: World, parts: list[Part]) -> SimulatedData:
             "account_id": _nullable_gather(acct_text, who[order]),
             "org_id": _nullable_gather(org_text, org[order]),
             "api_key_id": key_text.gather(key[order]),
-            "ip": world.ips.text().gather(ip[order]),
+            "ip": ip_text.gather(ip[order]),
             "user_agent": world.clients.ua().gather(client[order]),
             "tls_fingerprint": world.clients.tls().gather(client[order]),
             "model": models.gather(model[order]),
             "input_tokens": pl.Series(inp[order], dtype=pl.Int64),
             "output_tokens": pl.Series(out[order], dtype=pl.Int64),
-            "prompt": prompt.gather(order),
+            "prompt": prompt,
         }
     )
     del prompt
 
     card = acc["card"].to_numpy()
-    ip_text = world.ips.text()
     accounts = pl.DataFrame(
         {
             "account_id": acct_text,
@@ -231,10 +239,6 @@ def _assemble(world: World, parts: list[Part]) -> SimulatedData:
     accounts = accounts[by_id]
     truth = truth[by_id]
 
-    metas = []
-    for p in parts:
-        if p.meta:
-            metas.append({**p.meta, "requests": p.n_requests})
     return SimulatedData(logs, accounts, truth, metas, n_bad)
 
 

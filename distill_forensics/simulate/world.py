@@ -24,6 +24,7 @@ from distill_forensics.simulate.config import (
     Mix,
     Scale,
 )
+from distill_forensics.simulate.timing import grouped_choice
 
 NEVER = np.iinfo(np.int64).max
 
@@ -244,11 +245,6 @@ def pick_per_request(
     return table[acct, col]
 
 
-def model_mix(rng: np.random.Generator, n_acct: int, alpha: Sequence[float]) -> np.ndarray:
-    """Per-account shares of frontier-3 / mini / reasoning (Dirichlet)."""
-    return rng.dirichlet(np.asarray(alpha, dtype=float), n_acct)
-
-
 def adoption(
     rng: np.random.Generator, n_acct: int, early: float, gradual: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -366,11 +362,12 @@ Kind = tuple[prompts.Generator, str]
 
 
 def per_request_choice(rng: np.random.Generator, probs: np.ndarray, acct: np.ndarray) -> np.ndarray:
-    """Per request, a category drawn from its account's row of ``probs`` (accounts x k)."""
-    cum = np.cumsum(probs, axis=1)
-    cum = cum / cum[:, -1:]
-    u = rng.random(len(acct))
-    return np.minimum((u[:, None] > cum[acct]).sum(axis=1), probs.shape[1] - 1)
+    """Per request, a category drawn from its account's row of ``probs`` (accounts x k).
+
+    Searches one flattened table of cumulative rows, so memory stays O(accounts x k)
+    however many requests there are.
+    """
+    return grouped_choice(rng, probs, acct)
 
 
 def make_part(
