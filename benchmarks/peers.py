@@ -27,9 +27,7 @@ def _values(logs: pl.DataFrame, accounts: pl.DataFrame, kinds: list[str]) -> pl.
             src = logs.select("account_id", pl.col(log_cols[k]).alias("value"))
         else:
             src = accounts.select("account_id", pl.col(acc_cols[k]).alias("value"))
-        parts.append(
-            src.drop_nulls().unique().with_columns(pl.lit(k).alias("kind"))
-        )
+        parts.append(src.drop_nulls().unique().with_columns(pl.lit(k).alias("kind")))
     return pl.concat(parts)
 
 
@@ -93,7 +91,8 @@ def fraudar(logs: pl.DataFrame, accounts: pl.DataFrame, blocks: int = 6) -> pl.D
         for r in sorted(row_set):
             rows.append((acc[r], f"block-{b}", float(score)))
     out = pl.DataFrame(
-        rows, schema={"account_id": pl.String, "cluster_id": pl.String, "score": pl.Float64},
+        rows,
+        schema={"account_id": pl.String, "cluster_id": pl.String, "score": pl.Float64},
         orient="row",
     )
     # An account peeled in several blocks belongs to the first.

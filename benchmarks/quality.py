@@ -132,12 +132,27 @@ HEADER = (
 @click.option("--mix", "mixes", multiple=True, help="Restrict to these mixes.")
 @click.option("--fraudar/--no-fraudar", default=True, show_default=True)
 @click.option("--peers/--no-peers", "with_peers", default=True, show_default=True)
-@click.option("--record/--no-record", default=True, show_default=True,
-              help="Append the table to benchmarks/RESULTS.md.")
-@click.option("--detail/--no-detail", default=True, show_default=True,
-              help="Print per-campaign and per-benign-kind tables for the tool.")
-def main(scale: str, seeds: str | None, mixes: tuple[str, ...], fraudar: bool,
-         with_peers: bool, record: bool, detail: bool) -> None:
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Append the table to benchmarks/RESULTS.md.",
+)
+@click.option(
+    "--detail/--no-detail",
+    default=True,
+    show_default=True,
+    help="Print per-campaign and per-benign-kind tables for the tool.",
+)
+def main(
+    scale: str,
+    seeds: str | None,
+    mixes: tuple[str, ...],
+    fraudar: bool,
+    with_peers: bool,
+    record: bool,
+    detail: bool,
+) -> None:
     """Print the quality table of the detector and its peers."""
     scenarios = SCENARIOS
     if seeds:
@@ -158,21 +173,30 @@ def main(scale: str, seeds: str | None, mixes: tuple[str, ...], fraudar: bool,
         lines.append(_row("distill-forensics", m, secs))
         detail_lines = []
         if detail:
-            detail_lines.append("\ncampaigns (tool): " + ", ".join(
-                f"{r['group_id']} n={r['n']} recall={r['recall']:.3f} clusters={r['clusters']}"
-                for r in m["campaigns"].iter_rows(named=True)  # type: ignore[attr-defined]
-            ))
-            detail_lines.append("benign FP (tool): " + ", ".join(
-                f"{r['group_kind']} {r['fp']}/{r['n']} ({r['fp_pct']:.2f}%)"
-                for r in m["benign"].iter_rows(named=True)  # type: ignore[attr-defined]
-            ))
+            detail_lines.append(
+                "\ncampaigns (tool): "
+                + ", ".join(
+                    f"{r['group_id']} n={r['n']} recall={r['recall']:.3f} clusters={r['clusters']}"
+                    for r in m["campaigns"].iter_rows(named=True)  # type: ignore[attr-defined]
+                )
+            )
+            detail_lines.append(
+                "benign FP (tool): "
+                + ", ".join(
+                    f"{r['group_kind']} {r['fp']}/{r['n']} ({r['fp_pct']:.2f}%)"
+                    for r in m["benign"].iter_rows(named=True)  # type: ignore[attr-defined]
+                )
+            )
         if with_peers:
-            logs = pl.read_parquet(d / "logs.parquet",
-                                   columns=["account_id", "ip", "tls_fingerprint", "user_agent"])
+            logs = pl.read_parquet(
+                d / "logs.parquet", columns=["account_id", "ip", "tls_fingerprint", "user_agent"]
+            )
             logs = logs.filter(pl.col("account_id").is_not_null())
             accounts = pl.read_parquet(d / "accounts.parquet")
-            methods = [("peer: CC any IP/card", peers.cc_any),
-                       ("peer: CC IP/card shared by <=50", peers.cc_rare)]
+            methods = [
+                ("peer: CC any IP/card", peers.cc_any),
+                ("peer: CC IP/card shared by <=50", peers.cc_rare),
+            ]
             if fraudar:
                 methods.append(("peer: FRAUDAR (ugfraud)", peers.fraudar))
             for name, fn in methods:
@@ -180,7 +204,7 @@ def main(scale: str, seeds: str | None, mixes: tuple[str, ...], fraudar: bool,
                 pm = evaluate(fn(logs, accounts), truth)
                 lines.append(_row(name, pm, time.perf_counter() - t0))
         lines.extend(detail_lines)
-        print("\n".join(lines[-(len(detail_lines) + 6):]), flush=True)
+        print("\n".join(lines[-(len(detail_lines) + 6) :]), flush=True)
     if record:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "python benchmarks/quality.py " + shlex.join(sys.argv[1:])

@@ -87,8 +87,11 @@ def _peel(groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions) -> 
     und = pl.concat(
         [
             edges.select(pl.col("i").cast(pl.Int64), pl.col("j").cast(pl.Int64), "weight"),
-            edges.select(pl.col("j").cast(pl.Int64).alias("i"), pl.col("i").cast(pl.Int64).alias("j"),
-                         "weight"),
+            edges.select(
+                pl.col("j").cast(pl.Int64).alias("i"),
+                pl.col("i").cast(pl.Int64).alias("j"),
+                "weight",
+            ),
         ]
     )
     keep = member.filter(pl.col("group").is_in(big.implode()))
@@ -130,8 +133,9 @@ def _cut_bridges(
     member = {i: k for k, g in enumerate(groups) if len(g) >= opt.peel_min_size for i in g}
     if not member:
         return groups
-    ids = pl.DataFrame({"i": list(member), "gi": list(member.values())},
-                       schema={"i": pl.Int64, "gi": pl.Int64})
+    ids = pl.DataFrame(
+        {"i": list(member), "gi": list(member.values())}, schema={"i": pl.Int64, "gi": pl.Int64}
+    )
     intra = (
         edges.select(pl.col("i").cast(pl.Int64), pl.col("j").cast(pl.Int64))
         .join(ids, on="i")
@@ -151,7 +155,9 @@ def _cut_bridges(
             out.append(g)
             continue
         graph.remove_edges_from(bridges)
-        parts = sorted((sorted(c) for c in nx.connected_components(graph)), key=lambda c: (-len(c), c))
+        parts = sorted(
+            (sorted(c) for c in nx.connected_components(graph)), key=lambda c: (-len(c), c)
+        )
         main = list(parts[0])
         for part in parts[1:]:
             if len(part) < opt.bridge_fraction * len(g):

@@ -64,6 +64,19 @@ ACCOUNT_VALUE_KINDS: dict[str, str] = {
     "signup_day": "created_at",
 }
 
+USAGE_SCHEMA = pl.Schema(
+    [
+        ("account_id", pl.String()),
+        ("kind", pl.String()),
+        ("value", pl.String()),
+        ("n_requests", pl.Int64()),
+        ("first_seen", pl.Datetime("us", "UTC")),
+        ("last_seen", pl.Datetime("us", "UTC")),
+        ("n_variants", pl.Int64()),
+    ]
+)
+"""Columns of the usage table: one row per account, kind of value and value."""
+
 TEMPLATE_WORDS = 8
 """A prompt's template is its masked skeleton cut to its first words."""
 
@@ -83,7 +96,7 @@ def template_key(prompt: pl.Expr) -> pl.Expr:
         .str.replace_all(r"[^a-z#]+", " ")
         .str.strip_chars()
     )
-    head = masked.str.extract(r"^((?:\S+ ){0,%d}\S+)" % (TEMPLATE_WORDS - 1), 1)
+    head = masked.str.extract(rf"^((?:\S+ ){{0,{TEMPLATE_WORDS - 1}}}\S+)", 1)
     # A skeleton of fewer than four words ("hi", "n") says nothing about a template.
     return pl.when(head.str.count_matches(" ") >= 3).then(head).otherwise(None)
 
@@ -103,6 +116,16 @@ class Evidence:
     @property
     def n_accounts(self) -> int:
         return self.accounts.height
+
+
+def slot_span(activity: pl.DataFrame) -> int:
+    """Number of 10-minute slots from the first to the last active slot (at least 1)."""
+    if activity.height == 0:
+        return 1
+    lo, hi = activity.select(
+        pl.col("slot").min().alias("lo"), pl.col("slot").max().alias("hi")
+    ).row(0)
+    return max(1, int(hi) - int(lo) + 1)
 
 
 def _value_expr(kind: str) -> pl.Expr:
@@ -174,8 +197,12 @@ def extract(source: Source) -> Evidence:
         else:
             agg.append(pl.lit(None, pl.Int64).alias("n_variants"))
         q = (
-            good.select("account_id", "timestamp", *(["prompt"] if kind == "template" else []),
-                        value.alias("value"))
+            good.select(
+                "account_id",
+                "timestamp",
+                *(["prompt"] if kind == "template" else []),
+                value.alias("value"),
+            )
             .filter(pl.col("value").is_not_null())
             .group_by("account_id", "value")
             .agg(agg)
@@ -258,21 +285,12 @@ def extract(source: Source) -> Evidence:
 
     frames = pl.collect_all([*queries, activity_q, accounts_q, malformed_q])
     usage_parts = frames[: len(queries)]
-    activity, accounts, malformed_df = frames[len(queries):]
+    activity, accounts, malformed_df = frames[len(queries) :]
 
-    usage_schema = {
-        "account_id": pl.String,
-        "kind": pl.String,
-        "value": pl.String,
-        "n_requests": pl.Int64,
-        "first_seen": pl.Datetime("us", "UTC"),
-        "last_seen": pl.Datetime("us", "UTC"),
-        "n_variants": pl.Int64,
-    }
     usage = (
-        pl.concat([p.select(list(usage_schema)).cast(usage_schema) for p in usage_parts])
+        pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts])
         if usage_parts
-        else pl.DataFrame(schema=usage_schema)
+        else pl.DataFrame(schema=USAGE_SCHEMA)
     ).sort("kind", "value", "account_id")
     counts = malformed_df.row(0, named=True)
     rows = int(counts.pop("rows"))

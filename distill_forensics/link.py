@@ -149,14 +149,18 @@ def _candidates(members: pl.DataFrame, rare_max: int, k: int) -> pl.DataFrame:
     sizes = members.group_by("group").agg(pl.len().alias("size"))
     m = members.join(sizes, on="group")
     rare = _all_pairs(m.filter(pl.col("size") <= rare_max))
-    popular = _neighbour_pairs(m.filter(pl.col("size") > rare_max), k, [["sig1", "sig2"], ["sig2", "sig1"]])
+    popular = _neighbour_pairs(
+        m.filter(pl.col("size") > rare_max), k, [["sig1", "sig2"], ["sig2", "sig1"]]
+    )
     pairs = pl.concat([rare, popular]).select(
         pl.min_horizontal("i", "j").alias("i"), pl.max_horizontal("i", "j").alias("j")
     )
     return pairs.filter(pl.col("i") != pl.col("j")).unique()
 
 
-def _rowwise_dot(x: sp.csr_matrix, i: np.ndarray, j: np.ndarray, chunk: int = 400_000) -> np.ndarray:
+def _rowwise_dot(
+    x: sp.csr_matrix, i: np.ndarray, j: np.ndarray, chunk: int = 400_000
+) -> np.ndarray:
     out = np.empty(len(i), dtype=np.float64)
     for s in range(0, len(i), chunk):
         a = x[i[s : s + chunk]]
@@ -179,9 +183,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     max_n = max(2, int(opt.max_share * n_acc))
     idf_den = math.log(max(n_acc, 3) / 2.0)
     stats = stats.with_columns(
-        idf=(
-            (pl.lit(float(max(n_acc, 3))) / pl.col("n_accounts")).log() / idf_den
-        ).clip(0.0, 1.0)
+        idf=((pl.lit(float(max(n_acc, 3))) / pl.col("n_accounts")).log() / idf_den).clip(0.0, 1.0)
     )
     # How central a value is to an account: its share of the account's requests
     # (of its prompts, for templates). Account-level values (card, email,
@@ -240,7 +242,11 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             band_parts.append(
                 band.select(
                     pl.concat_str(
-                        [pl.lit(str(b)), pl.col("m1").cast(pl.String), pl.col("m2").cast(pl.String)],
+                        [
+                            pl.lit(str(b)),
+                            pl.col("m1").cast(pl.String),
+                            pl.col("m2").cast(pl.String),
+                        ],
                         separator=":",
                     )
                     .hash(seed=5)
@@ -248,8 +254,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
                     "idx",
                 )
             )
-        band_members = pl.concat(band_parts).join(sigs, on="idx", how="left").with_columns(
-            pl.col("sig1").fill_null(0), pl.col("sig2").fill_null(0)
+        band_members = (
+            pl.concat(band_parts)
+            .join(sigs, on="idx", how="left")
+            .with_columns(pl.col("sig1").fill_null(0), pl.col("sig2").fill_null(0))
         )
         cand.append(_candidates(band_members, opt.rare_max, opt.neighbours))
 
@@ -278,26 +286,26 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # with these activity levels would share by chance.
     if act_busy.height and len(i):
         slot_codes = act_busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
-        span = int(slot_codes.max()) + 1
+        n_slots = int(slot_codes.n_unique())
         s_mat = sp.csr_matrix(
             (
                 np.ones(act_busy.height),
                 (act_busy.get_column("idx").to_numpy(), slot_codes.to_numpy()),
             ),
-            shape=(n_acc, span),
+            shape=(n_acc, n_slots),
         )
         overlap = _rowwise_dot(s_mat, i, j)
         deg = np.asarray(s_mat.sum(axis=1)).ravel()
         # Chance co-activity: each account's activity density over its own
         # active span, times the span the two share. An always-on app shares
         # every slot with everyone by chance; a sparse burst schedule does not.
-        span = act.group_by("idx").agg(
+        spans = act.group_by("idx").agg(
             pl.col("slot").min().alias("lo"), pl.col("slot").max().alias("hi")
         )
         lo = np.zeros(n_acc, dtype=np.float64)
         hi = np.zeros(n_acc, dtype=np.float64)
-        lo[span.get_column("idx").to_numpy()] = span.get_column("lo").to_numpy()
-        hi[span.get_column("idx").to_numpy()] = span.get_column("hi").to_numpy()
+        lo[spans.get_column("idx").to_numpy()] = spans.get_column("lo").to_numpy()
+        hi[spans.get_column("idx").to_numpy()] = spans.get_column("hi").to_numpy()
         density = deg / np.maximum(1.0, hi - lo + 1.0)
         shared_span = np.maximum(1.0, np.minimum(hi[i], hi[j]) - np.maximum(lo[i], lo[j]) + 1.0)
         expected = density[i] * density[j] * shared_span
@@ -310,17 +318,23 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # Same org: shared infrastructure is ordinary. Far-apart activity: weaker.
     acc = evidence.accounts.join(index, on="account_id").sort("idx")
     if "org_id" in acc.columns:
-        org_codes = acc.select(
-            pl.when(pl.col("org_id").is_null()).then(-1).otherwise(
-                pl.col("org_id").rank("dense").cast(pl.Int64)
+        org_codes = (
+            acc.select(
+                pl.when(pl.col("org_id").is_null())
+                .then(-1)
+                .otherwise(pl.col("org_id").rank("dense").cast(pl.Int64))
             )
-        ).to_series().to_numpy()
+            .to_series()
+            .to_numpy()
+        )
         same_org = (org_codes[i] >= 0) & (org_codes[i] == org_codes[j])
     else:
         same_org = np.zeros(len(i), dtype=bool)
     first = acc.get_column("first_seen").dt.epoch("s").to_numpy().astype(np.float64)
     last = acc.get_column("last_seen").dt.epoch("s").to_numpy().astype(np.float64)
-    gap_days = np.maximum(0.0, np.maximum(first[i], first[j]) - np.minimum(last[i], last[j])) / 86400
+    gap_days = (
+        np.maximum(0.0, np.maximum(first[i], first[j]) - np.minimum(last[i], last[j])) / 86400
+    )
     time_factor = np.power(0.5, gap_days / opt.gap_half_life_days)
     for kind, c in contrib.items():
         if kind in INFRA_KINDS:

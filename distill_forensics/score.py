@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from distill_forensics.extract import SLOT_SECONDS, Evidence
+from distill_forensics.extract import SLOT_SECONDS, Evidence, slot_span
 from distill_forensics.link import Links
 
 FEATURE_WEIGHTS: dict[str, float] = {
@@ -98,11 +98,7 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
 
 def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     act = evidence.activity.join(members, on="account_id")
-    span = max(
-        1,
-        int((evidence.activity.get_column("slot").max() or 0)
-            - (evidence.activity.get_column("slot").min() or 0) + 1),
-    )
+    span = slot_span(evidence.activity)
     per_slot = act.group_by("cluster_id", "slot").agg(pl.len().alias("active"))
     act = act.join(per_slot, on=["cluster_id", "slot"])
     per_acc = act.group_by("cluster_id", "account_id").agg(
@@ -190,10 +186,14 @@ def score(
                 on=["cluster_id", "d"],
                 how="left",
             )
-        burst = window.select(
-            "cluster_id",
-            pl.sum_horizontal(pl.exclude("cluster_id", "d").fill_null(0)).alias("burst"),
-        ).group_by("cluster_id").agg(pl.col("burst").max())
+        burst = (
+            window.select(
+                "cluster_id",
+                pl.sum_horizontal(pl.exclude("cluster_id", "d").fill_null(0)).alias("burst"),
+            )
+            .group_by("cluster_id")
+            .agg(pl.col("burst").max())
+        )
     else:
         burst = pl.DataFrame(schema={"cluster_id": pl.String, "burst": pl.Int64})
 
@@ -215,8 +215,10 @@ def score(
     )
     sync = _sync_features(evidence, members)
     # Even load: coefficient of variation of requests per active day.
-    per_day = sync.select("cluster_id", "_acc", "_days").explode("_acc", "_days").rename(
-        {"_acc": "account_id", "_days": "days"}
+    per_day = (
+        sync.select("cluster_id", "_acc", "_days")
+        .explode("_acc", "_days")
+        .rename({"_acc": "account_id", "_days": "days"})
     )
     per_day = per_day.join(acc.select("account_id", "n_requests"), on="account_id").with_columns(
         rate=pl.col("n_requests") / pl.col("days").clip(1)
@@ -227,9 +229,11 @@ def score(
     tf = _template_features(evidence, members)
 
     e = links.edges
-    edge_members = e.join(members.rename({"account_id": "a"}), on="a").join(
-        members.rename({"account_id": "b", "cluster_id": "cb"}), on="b"
-    ).filter(pl.col("cluster_id") == pl.col("cb"))
+    edge_members = (
+        e.join(members.rename({"account_id": "a"}), on="a")
+        .join(members.rename({"account_id": "b", "cluster_id": "cb"}), on="b")
+        .filter(pl.col("cluster_id") == pl.col("cb"))
+    )
     wcols = [c for c in e.columns if c.startswith("w_")]
     if "org_id" in cols:
         orgs = acc.select("account_id", "org_id")
@@ -237,13 +241,12 @@ def score(
             orgs.rename({"account_id": "a", "org_id": "org_a"}), on="a", how="left"
         ).join(orgs.rename({"account_id": "b", "org_id": "org_b"}), on="b", how="left")
         # A link crosses orgs when an org account links to an account outside it.
-        crossing = (
-            (pl.col("org_a").is_not_null() | pl.col("org_b").is_not_null())
-            & (pl.col("org_a") != pl.col("org_b")).fill_null(True)
-        )
+        crossing = (pl.col("org_a").is_not_null() | pl.col("org_b").is_not_null()) & (
+            pl.col("org_a") != pl.col("org_b")
+        ).fill_null(True)
     else:
         crossing = pl.lit(False)
-    link_kinds = edge_members.group_by("cluster_id").agg(
+    link_stats = edge_members.group_by("cluster_id").agg(
         pl.len().alias("n_links"),
         crossing.mean().alias("_cross_links"),
         *[(pl.col(c) >= MEANINGFUL_LINK).mean().alias("share_" + c[2:]) for c in wcols],
@@ -255,7 +258,7 @@ def score(
         .join(sync.select("cluster_id", "sync_lift"), on="cluster_id", how="left")
         .join(lb, on="cluster_id", how="left")
         .join(tf, on="cluster_id", how="left")
-        .join(link_kinds, on="cluster_id", how="left")
+        .join(link_stats, on="cluster_id", how="left")
     )
     n = pl.col("n_accounts")
     prompts = pl.col("_prompts").clip(1)
@@ -314,13 +317,26 @@ def score(
         "median_age_days",
     )
     member_out = (
-        acc.select("account_id", "cluster_id", "n_requests", "first_seen", "last_seen",
-                   *(["org_id"] if "org_id" in cols else []), "pivoted")
+        acc.select(
+            "account_id",
+            "cluster_id",
+            "n_requests",
+            "first_seen",
+            "last_seen",
+            *(["org_id"] if "org_id" in cols else []),
+            "pivoted",
+        )
         .join(clusters.select("cluster_id", "rank", "score", "suspected"), on="cluster_id")
         .join(_member_links(links, members), on="account_id", how="left")
         .sort("rank", "account_id")
-        .select("account_id", "cluster_id", "rank", "score", "suspected", pl.exclude(
-            "account_id", "cluster_id", "rank", "score", "suspected"))
+        .select(
+            "account_id",
+            "cluster_id",
+            "rank",
+            "score",
+            "suspected",
+            pl.exclude("account_id", "cluster_id", "rank", "score", "suspected"),
+        )
     )
     return clusters, member_out
 
@@ -335,24 +351,33 @@ def _member_links(links: Links, members: pl.DataFrame) -> pl.DataFrame:
             e.select(pl.col("b").alias("account_id"), pl.col("a").alias("other"), "weight", *wcols),
         ]
     )
-    both = both.join(members, on="account_id").join(
-        members.rename({"account_id": "other", "cluster_id": "oc"}), on="other"
-    ).filter(pl.col("cluster_id") == pl.col("oc"))
+    both = (
+        both.join(members, on="account_id")
+        .join(members.rename({"account_id": "other", "cluster_id": "oc"}), on="other")
+        .filter(pl.col("cluster_id") == pl.col("oc"))
+    )
     kinds_expr = pl.concat_str(
-        [pl.when(pl.col(c) > 0).then(pl.lit(c[2:])) for c in wcols], separator=",",
+        [pl.when(pl.col(c) > 0).then(pl.lit(c[2:])) for c in wcols],
+        separator=",",
         ignore_nulls=True,
     )
-    strongest = both.sort("weight", "other", descending=[True, False]).group_by(
-        "account_id", maintain_order=True
-    ).first()
-    return both.group_by("account_id").agg(pl.len().alias("n_links")).join(
-        strongest.select(
-            "account_id",
-            pl.col("other").alias("strongest_link"),
-            pl.col("weight").round(3).alias("strongest_weight"),
-            kinds_expr.alias("strongest_kinds"),
-        ),
-        on="account_id",
+    strongest = (
+        both.sort("weight", "other", descending=[True, False])
+        .group_by("account_id", maintain_order=True)
+        .first()
+    )
+    return (
+        both.group_by("account_id")
+        .agg(pl.len().alias("n_links"))
+        .join(
+            strongest.select(
+                "account_id",
+                pl.col("other").alias("strongest_link"),
+                pl.col("weight").round(3).alias("strongest_weight"),
+                kinds_expr.alias("strongest_kinds"),
+            ),
+            on="account_id",
+        )
     )
 
 
@@ -373,20 +398,18 @@ _FEATURE_TEXT: dict[str, str] = {
 }
 
 
-def _render_reasons(
-    s: dict, weights: dict[str, float], link_kinds: list[str], top: int = 4
-) -> str:
+def _render_reasons(s: dict, weights: dict[str, float], link_kinds: list[str], top: int = 4) -> str:
     """Top reasons in words: the largest positive terms of the score, then the linking kinds."""
     terms = sorted(
-        ((weight * (s["f_" + name] or 0.0), name) for name, weight in weights.items() if weight > 0),
+        (
+            (weight * (s["f_" + name] or 0.0), name)
+            for name, weight in weights.items()
+            if weight > 0
+        ),
         key=lambda t: (-t[0], t[1]),
     )
-    parts = [
-        _FEATURE_TEXT[name].format(p=s["f_" + name]) for v, name in terms[:top] if v >= 0.3
-    ]
-    shares = sorted(
-        ((s["share_" + k] or 0.0, k) for k in link_kinds), key=lambda t: (-t[0], t[1])
-    )
+    parts = [_FEATURE_TEXT[name].format(p=s["f_" + name]) for v, name in terms[:top] if v >= 0.3]
+    shares = sorted(((s["share_" + k] or 0.0, k) for k in link_kinds), key=lambda t: (-t[0], t[1]))
     linked = [f"{LINK_KIND_LABELS.get(k, k)} {v:.0%}" for v, k in shares[:3] if v >= 0.1]
     if linked:
         parts.append("linked by " + ", ".join(linked))

@@ -67,16 +67,25 @@ def test_cluster_golden_report(runner, tmp_path):
 def test_csv_input_gives_the_same_clusters_as_parquet(runner, tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "-o", str(a), "-q")
-    _run(runner, "cluster", str(SAMPLE / "logs.csv.gz"), "--accounts",
-         str(SAMPLE / "accounts.csv"), "-o", str(b), "-q")
+    _run(
+        runner,
+        "cluster",
+        str(SAMPLE / "logs.csv.gz"),
+        "--accounts",
+        str(SAMPLE / "accounts.csv"),
+        "-o",
+        str(b),
+        "-q",
+    )
     cols = ["cluster_id", "rank", "n_accounts", "n_requests", "suspected"]
     assert pl.read_csv(a).select(cols).equals(pl.read_csv(b).select(cols))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_cluster_stdout_formats(runner, fmt):
-    result = _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "--format", fmt,
-                  "--top", "3", "-q")
+    result = _run(
+        runner, "cluster", LOGS, "--accounts", ACCOUNTS, "--format", fmt, "--top", "3", "-q"
+    )
     assert result.exit_code == 0
     if fmt == "json":
         rows = json.loads(result.output)
@@ -90,8 +99,20 @@ def test_cluster_stdout_formats(runner, fmt):
 
 def test_members_and_report_files_follow_extension(runner, tmp_path):
     rep, mem = tmp_path / "r.json", tmp_path / "m.parquet"
-    result = _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "-o", str(rep),
-                  "--members", str(mem), "--min-size", "10", "-q")
+    result = _run(
+        runner,
+        "cluster",
+        LOGS,
+        "--accounts",
+        ACCOUNTS,
+        "-o",
+        str(rep),
+        "--members",
+        str(mem),
+        "--min-size",
+        "10",
+        "-q",
+    )
     assert result.exit_code == 0
     report = json.loads(rep.read_text())
     assert report and min(r["n_accounts"] for r in report) >= 10
@@ -103,8 +124,17 @@ def test_members_and_report_files_follow_extension(runner, tmp_path):
 def test_fail_on_findings_exit_code(runner):
     found = _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "--fail-on-findings", "-q")
     assert found.exit_code == EXIT_FINDINGS
-    quiet = _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "--fail-on-findings",
-                 "--min-size", "100000", "-q")
+    quiet = _run(
+        runner,
+        "cluster",
+        LOGS,
+        "--accounts",
+        ACCOUNTS,
+        "--fail-on-findings",
+        "--min-size",
+        "100000",
+        "-q",
+    )
     assert quiet.exit_code == 0
 
 
@@ -141,8 +171,18 @@ def test_missing_required_column_names_file_and_fix(runner, tmp_path):
 def test_column_mapping_and_config(runner, tmp_path):
     f = tmp_path / "export.parquet"
     pl.read_parquet(LOGS).rename({"account_id": "user", "timestamp": "ts"}).write_parquet(f)
-    result = _run(runner, "cluster", str(f), "--column", "account_id=user", "--column",
-                  "timestamp=ts", "--top", "1", "-q")
+    result = _run(
+        runner,
+        "cluster",
+        str(f),
+        "--column",
+        "account_id=user",
+        "--column",
+        "timestamp=ts",
+        "--top",
+        "1",
+        "-q",
+    )
     assert result.exit_code == 0 and "C-" in result.output
     cfg = tmp_path / "map.toml"
     cfg.write_text('[columns]\naccount_id = "user"\ntimestamp = "ts"\n')
@@ -170,8 +210,20 @@ def test_bad_options_are_one_line_exit_2(runner, tmp_path, args, needle):
 
 def test_time_window_filters_rows(runner, tmp_path):
     out = tmp_path / "r.csv"
-    result = _run(runner, "cluster", LOGS, "--accounts", ACCOUNTS, "--from", "2026-03-20",
-                  "--to", "2026-03-25", "-o", str(out), "-q")
+    result = _run(
+        runner,
+        "cluster",
+        LOGS,
+        "--accounts",
+        ACCOUNTS,
+        "--from",
+        "2026-03-20",
+        "--to",
+        "2026-03-25",
+        "-o",
+        str(out),
+        "-q",
+    )
     assert result.exit_code == 0
     report = pl.read_csv(out, try_parse_dates=True)
     assert report["first_seen"].cast(pl.String).min() >= "2026-03-20"

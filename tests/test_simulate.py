@@ -255,7 +255,10 @@ def test_campaign_tactics(small: SimulatedData) -> None:
 
 
 def test_mixes_change_campaigns() -> None:
-    stealth = generate("tiny", seed=1, mix="stealth")
+    events: list[tuple[str, int, int]] = []
+    stealth = generate("tiny", seed=1, mix="stealth", progress=lambda *e: events.append(e))
+    assert events[-1] == ("done", 11, 11)
+    assert ("simulating low_and_slow", 9, 11) in events
     hydra_only = generate("tiny", seed=1, mix="hydra-only")
     kinds = set(stealth.truth.filter(pl.col("is_attack"))["group_kind"])
     assert kinds == {"residential_proxy", "low_and_slow"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-
 from builders import background, campaign, strangers, write
+
 from distill_forensics import extract, link, read_logs, run_cluster
 from distill_forensics.cluster import cluster, cluster_id_for
 from distill_forensics.extract import template_key

@@ -21,22 +21,59 @@ FORMATS = ("table", "csv", "json")
 
 @click.command()
 @input_options
-@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Rows of the table on stdout (0: all).")
-@click.option("--min-size", type=click.IntRange(min=2), default=2, show_default=True,
-              help="Smallest cluster reported.")
-@click.option("--min-score", type=click.FloatRange(0, 100), default=0.0, show_default=True,
-              help="Lowest score reported.")
-@click.option("--threshold", type=click.FloatRange(0, 100), default=50.0, show_default=True,
-              help="Score at or above which a cluster is suspected.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Format of the report on stdout.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the cluster report here (.csv, .json or .parquet).")
-@click.option("--members", type=click.Path(dir_okay=False),
-              help="Write one row per clustered account here (.csv, .json or .parquet).")
-@click.option("--fail-on-findings/--pass-on-findings", default=False, show_default=True,
-              help=f"Exit {EXIT_FINDINGS} when suspected clusters were found (for nightly jobs).")
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Rows of the table on stdout (0: all).",
+)
+@click.option(
+    "--min-size",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="Smallest cluster reported.",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="Lowest score reported.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=50.0,
+    show_default=True,
+    help="Score at or above which a cluster is suspected.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Format of the report on stdout.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the cluster report here (.csv, .json or .parquet).",
+)
+@click.option(
+    "--members",
+    type=click.Path(dir_okay=False),
+    help="Write one row per clustered account here (.csv, .json or .parquet).",
+)
+@click.option(
+    "--fail-on-findings/--pass-on-findings",
+    default=False,
+    show_default=True,
+    help=f"Exit {EXIT_FINDINGS} when suspected clusters were found (for nightly jobs).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 @handle_errors
 def cluster(
@@ -92,14 +129,26 @@ def cluster(
         sys.exit(EXIT_FINDINGS)
 
 
-COLUMNS = [("rank", ">"), ("cluster", "<"), ("accounts", ">"), ("requests", ">"),
-           ("score", ">"), ("top reasons", "<")]
+COLUMNS = [
+    ("rank", ">"),
+    ("cluster", "<"),
+    ("accounts", ">"),
+    ("requests", ">"),
+    ("score", ">"),
+    ("top reasons", "<"),
+]
 
 
 def _cells(row: dict) -> list[str]:
     score = f"{row['score']:.1f}" + (" *" if row["suspected"] else "  ")
-    return [str(row["rank"]), row["cluster_id"], f"{row['n_accounts']:,}",
-            f"{row['n_requests']:,}", score, row["reasons"] or ""]
+    return [
+        str(row["rank"]),
+        row["cluster_id"],
+        f"{row['n_accounts']:,}",
+        f"{row['n_requests']:,}",
+        score,
+        row["reasons"] or "",
+    ]
 
 
 def render_table(report: pl.DataFrame) -> None:
@@ -112,13 +161,16 @@ def render_table(report: pl.DataFrame) -> None:
     if not console.is_terminal:
         widths = [max([len(h)] + [len(r[k]) for r in rows]) for k, (h, _) in enumerate(COLUMNS)]
         for cells in [[h for h, _ in COLUMNS], *rows]:
-            parts = [f"{c:{a}{w}}" for c, (_, a), w in zip(cells[:-1], COLUMNS, widths, strict=False)]
+            parts = [
+                f"{c:{a}{w}}" for c, (_, a), w in zip(cells[:-1], COLUMNS, widths, strict=False)
+            ]
             sys.stdout.write("  ".join([*parts, cells[-1]]).rstrip() + "\n")
         return
     table = Table(box=box.SIMPLE_HEAVY)
     for name, align in COLUMNS:
-        table.add_column(name, justify="right" if align == ">" else "left",
-                         no_wrap=name != "top reasons")
+        table.add_column(
+            name, justify="right" if align == ">" else "left", no_wrap=name != "top reasons"
+        )
     for cells, row in zip(rows, report.iter_rows(named=True), strict=True):
         table.add_row(*cells, style="bold red" if row["suspected"] else None)
     console.print(table)

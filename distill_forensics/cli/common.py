@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,12 +30,22 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, SystemExit):
+            raise
         except DistillForensicsError as exc:
             fail(str(exc), exc.exit_code)
         except MemoryError:
             fail("out of memory; narrow the input with --from/--to", EXIT_INTERNAL)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except Exception as exc:  # a bug, not a user mistake: still one line, no traceback
+            if os.environ.get("DISTILL_FORENSICS_DEBUG"):
+                raise
+            fail(
+                f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+                + " (set DISTILL_FORENSICS_DEBUG=1 for a traceback)",
+                EXIT_INTERNAL,
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -112,7 +123,9 @@ def input_options(func: F) -> F:
             type=click.Path(dir_okay=False),
             help="TOML file with a [columns] table of canonical = source names.",
         ),
-        click.option("--from", "time_from", metavar="TIME", help="Only rows at or after TIME (ISO)."),
+        click.option(
+            "--from", "time_from", metavar="TIME", help="Only rows at or after TIME (ISO)."
+        ),
         click.option("--to", "time_to", metavar="TIME", help="Only rows before TIME (ISO)."),
     ]
     for d in reversed(decorators):

@@ -318,8 +318,19 @@ def simulate(
     resolve_scale(scale)
     resolve_mix(mix)
     prepare_out_dir(out_dir)
-    data = generate(scale, seed, mix, progress)
+    steps_total = 1
+
+    def generating(description: str, done: int, total: int) -> None:
+        # One extra step for writing the files once generation reports it is done.
+        nonlocal steps_total
+        steps_total = total + 1
+        if progress:
+            progress("writing files" if done == total else description, done, steps_total)
+
+    data = generate(scale, seed, mix, generating)
     written = write(data, out_dir, fmt)
+    if progress:
+        progress("done", steps_total, steps_total)
     kinds = data.truth.group_by("group_kind").len().sort("group_kind")
     return {
         "out_dir": str(out_dir),

@@ -21,7 +21,8 @@ from distill_forensics.simulate.values import split_words
 
 MAX_PROMPT_CHARS = 300
 
-Generator = Callable[[np.random.Generator, int], pl.Series]
+#: Anything that renders ``n`` prompt strings from a random generator.
+PromptGen = Callable[[np.random.Generator, int], pl.Series]
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _series(words: tuple[str, ...]) -> pl.Series:
     return pl.Series(list(words), dtype=pl.String)
 
 
-Slot = Sequence[str] | Generator
+Slot = Sequence[str] | PromptGen
 
 _HOLE = re.compile(r"\{(\w+)\}")
 
@@ -105,7 +106,7 @@ def _empty() -> pl.Series:
 class OneOf:
     """Pick one of several generators per row (weighted), keeping row order random."""
 
-    options: tuple[Generator, ...]
+    options: tuple[PromptGen, ...]
     weights: tuple[float, ...] | None = None
 
     def __call__(self, rng: np.random.Generator, n: int) -> pl.Series:
@@ -118,14 +119,14 @@ class OneOf:
         return render_assigned(rng, choice, self.options)
 
 
-def one_of(*texts: str | Generator, weights: Sequence[float] | None = None, **slots: Slot) -> OneOf:
+def one_of(*texts: str | PromptGen, weights: Sequence[float] | None = None, **slots: Slot) -> OneOf:
     """Shorthand: a OneOf over template texts (sharing ``slots``) and generators."""
     opts = tuple(Template(t, slots) if isinstance(t, str) else t for t in texts)
     return OneOf(opts, tuple(weights) if weights is not None else None)
 
 
 def render_assigned(
-    rng: np.random.Generator, choice: np.ndarray, generators: Sequence[Generator]
+    rng: np.random.Generator, choice: np.ndarray, generators: Sequence[PromptGen]
 ) -> pl.Series:
     """Row ``i`` gets a value from ``generators[choice[i]]``; output keeps row order."""
     n = len(choice)
@@ -1158,7 +1159,7 @@ def course_questions(campus: int) -> tuple[tuple[str, ...], ...]:
     per_course = []
     for course in COURSES:
         if course.startswith("CS"):
-            gen: Generator = one_of(
+            gen: PromptGen = one_of(
                 course + " Assignment {n3}: Write a {lang} function that {task}. Explain "
                 "its time complexity.",
                 course + " Lab {n3}: What does this code print and why?\n{code}",
@@ -1181,7 +1182,7 @@ def course_questions(campus: int) -> tuple[tuple[str, ...], ...]:
     return tuple(per_course)
 
 
-def assignment(campus: int, course: int) -> Generator:
+def assignment(campus: int, course: int) -> PromptGen:
     """Student prompts about one course's assignments: pasted as is or wrapped."""
     questions = course_questions(campus)[course]
     return one_of(

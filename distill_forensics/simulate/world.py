@@ -285,7 +285,7 @@ def choose_models(
 def render(
     rng: np.random.Generator,
     kind: np.ndarray,
-    generators: Sequence[prompts.Generator],
+    generators: Sequence[prompts.PromptGen],
     null_share: float = 0.03,
 ) -> pl.Series:
     """Prompts for requests whose generator index is ``kind``."""
@@ -357,7 +357,7 @@ def lognormal_counts(
     return np.clip(np.round(x), lo, hi).astype(np.int64)
 
 
-Kind = tuple[prompts.Generator, str]
+Kind = tuple[prompts.PromptGen, str]
 """A prompt generator with the name of its token profile."""
 
 
