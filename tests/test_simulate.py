@@ -328,7 +328,7 @@ def test_cli_bad_scale_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(simulate_cmd, [str(tmp_path), "--scale", "huge"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
-        "Error: invalid --scale 'huge': choose one of tiny, sample, small, seed, large"
+        "error: invalid --scale 'huge': choose one of tiny, sample, small, seed, large"
     ]
     assert not list(tmp_path.iterdir())
 
@@ -339,7 +339,7 @@ def test_cli_unwritable_out_dir(tmp_path: Path) -> None:
     result = CliRunner().invoke(simulate_cmd, [str(blocker), "--scale", "tiny"])
     assert result.exit_code == 2
     assert len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith("Error: cannot write to output directory")
+    assert result.stderr.startswith("error: cannot write to output directory")
 
 
 def test_cli_help_has_example() -> None:

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from distill_forensics.errors import EXIT_INPUT, DistillForensicsError
+from distill_forensics.cli.common import handle_errors
+from distill_forensics.errors import EXIT_INPUT
 from distill_forensics.simulate import ATTACK_KINDS, FORMATS, MIXES, SCALES
 from distill_forensics.simulate import simulate as run_simulation
 
 
-class CliError(click.ClickException):
-    """A one-line error with an explicit exit code (no usage banner)."""
+class OptionError(click.ClickException):
+    """A bad option value: one ``error:`` line on stderr, exit code 2, no usage banner."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # per-instance code, not class-wide
+    exit_code = EXIT_INPUT
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 class OneOf(click.Choice):
@@ -32,7 +34,7 @@ class OneOf(click.Choice):
             return super().convert(value, param, ctx)
         except click.BadParameter:
             name = f"--{param.name}" if param and param.name else "value"
-            raise CliError(
+            raise OptionError(
                 f"invalid {name} {value!r}: choose one of {', '.join(map(str, self.choices))}"
             ) from None
 
@@ -48,7 +50,7 @@ class Seed(click.ParamType):
         except (TypeError, ValueError):
             seed = -1
         if seed < 0:
-            raise CliError(f"invalid --seed {value!r}: use a non-negative integer")
+            raise OptionError(f"invalid --seed {value!r}: use a non-negative integer")
         return seed
 
 
@@ -110,6 +112,7 @@ def _summary(console: Console, summary: dict[str, Any], seconds: float) -> None:
     help="parquet: logs/accounts/truth.parquet; csv: logs.csv.gz, accounts.csv, truth.csv.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@handle_errors
 def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bool) -> None:
     """Write 30 days of simulated API traffic with planted distillation campaigns.
 
@@ -124,21 +127,18 @@ def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bo
     console = Console(stderr=True)
     show = not quiet and console.is_terminal
     started = time.perf_counter()
-    try:
-        if show:
-            with _progress(console) as bar:
-                task = bar.add_task("starting", total=1)
+    if show:
+        with _progress(console) as bar:
+            task = bar.add_task("starting", total=1)
 
-                def report(description: str, done: int, total: int) -> None:
-                    bar.update(task, description=description, completed=done, total=total)
+            def report(description: str, done: int, total: int) -> None:
+                bar.update(task, description=description, completed=done, total=total)
 
-                summary = run_simulation(
-                    out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt, progress=report
-                )
-        else:
-            summary = run_simulation(out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt)
-    except DistillForensicsError as exc:
-        raise CliError(str(exc), exc.exit_code) from None
+            summary = run_simulation(
+                out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt, progress=report
+            )
+    else:
+        summary = run_simulation(out_dir, scale=scale, seed=seed, mix=mix, fmt=fmt)
     for path in summary["files"].values():
         click.echo(path)
     if not quiet:

@@ -1,0 +1,248 @@
+"""Speed and memory of ``cluster`` at 1M, 4M and 16M requests, beside the I/O floor.
+
+For each size (simulator scales ``small``, ``seed`` and ``large``, cached under
+``benchmarks/.cache``) and each layout (one Parquet file, daily Parquet files in
+hive folders, one CSV file) it runs, each in a fresh process so peak RSS is its own:
+
+- the tool end to end (read, extract, link, cluster, score, write), timed per stage;
+- the floor: a bare polars scan of exactly the columns the tool reads plus one
+  group-by of account by each linkage attribute, the least work any tool reading
+  these rows must do.
+
+It prints wall time, peak RSS, the ratio tool / floor and the per-row cost growth
+from the smallest to the largest size, then (``--x4``) extraction alone over the
+largest logs repeated four times across daily files, to show that extraction
+memory does not grow with rows. The table is appended to ``benchmarks/RESULTS.md``.
+
+    python benchmarks/scale.py                     # 1M and 4M, Parquet and daily
+    python benchmarks/scale.py --sizes small,seed,large --csv --x4
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+CACHE = HERE / ".cache"
+RESULTS = HERE / "RESULTS.md"
+SEED = 11
+
+LOG_COLUMNS = [
+    "timestamp",
+    "account_id",
+    "org_id",
+    "ip",
+    "user_agent",
+    "tls_fingerprint",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "prompt",
+]
+LINK_ATTRIBUTES = ["ip", "user_agent", "tls_fingerprint", "prompt", "model"]
+
+
+def dataset(scale: str) -> Path:
+    """Simulated logs of one scale, generated once."""
+    out = CACHE / f"scale-{scale}"
+    if not (out / "logs.parquet").exists():
+        from distill_forensics.simulate import simulate
+
+        simulate(out, scale=scale, seed=SEED, mix="default", fmt="parquet")
+    return out
+
+
+def daily(scale: str) -> Path:
+    """The same logs split into one Parquet file per day in hive folders."""
+    src = dataset(scale)
+    out = src / "daily"
+    if not out.exists():
+        tmp = src / "daily.tmp"
+        logs = pl.scan_parquet(src / "logs.parquet").with_columns(
+            day=pl.col("timestamp").dt.date()
+        )
+        days = logs.select(pl.col("day").unique().sort()).collect().to_series().to_list()
+        for day in days:
+            folder = tmp / f"day={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            logs.filter(pl.col("day") == day).drop("day").sink_parquet(folder / "part.parquet")
+        tmp.rename(out)
+    return out
+
+
+def csv(scale: str) -> Path:
+    """The same logs as one CSV file."""
+    src = dataset(scale)
+    out = src / "logs.csv"
+    if not out.exists():
+        pl.scan_parquet(src / "logs.parquet").sink_csv(src / "logs.csv.tmp")
+        (src / "logs.csv.tmp").rename(out)
+    return out
+
+
+def repeated(scale: str, times: int = 4) -> Path:
+    """The daily files of ``scale`` repeated ``times`` times (links, not copies)."""
+    src = daily(scale)
+    out = src.parent / f"daily_x{times}"
+    if not out.exists():
+        for k in range(times):
+            for part in sorted(src.glob("day=*/part.parquet")):
+                target = out / f"copy={k}" / part.parent.name / "part.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(part)
+    return out
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _worker(mode: str, logs: str, accounts: str) -> dict[str, object]:
+    t0 = time.perf_counter()
+    out: dict[str, object] = {}
+    if mode == "floor":
+        from distill_forensics.read import _expand  # the tool's own file discovery
+
+        files = [f.path for f in _expand([logs])]
+        scans = [
+            (pl.scan_parquet(f) if f.suffix == ".parquet" else pl.scan_csv(f)).select(LOG_COLUMNS)
+            for f in files
+        ]
+        lf = pl.concat(scans, how="vertical_relaxed")
+        queries = [
+            lf.group_by("account_id", a).agg(pl.len()).select(pl.len()) for a in LINK_ATTRIBUTES
+        ]
+        queries.append(pl.scan_parquet(accounts).group_by("account_id").agg(pl.len()))
+        pl.collect_all(queries)
+        out["rows"] = int(lf.select(pl.len()).collect().item())
+    elif mode == "extract":
+        from distill_forensics import extract, read_logs
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        src = read_logs([logs], accounts=accounts)
+        timings["read"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ev = extract(src)
+        timings["extract"] = time.perf_counter() - t
+        out["rows"] = ev.rows
+        out["timings"] = timings
+    else:
+        from distill_forensics import run_cluster, write_table
+
+        result = run_cluster([logs], accounts)
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            write_table(result.clusters, Path(tmp) / "report.csv")
+            write_table(result.members, Path(tmp) / "members.parquet")
+        result.timings["write"] = time.perf_counter() - t
+        out["rows"] = result.evidence.rows
+        out["timings"] = result.timings
+        out["suspected"] = int(result.suspected.height)
+    out["wall"] = time.perf_counter() - t0
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def measure(mode: str, logs: Path, accounts: Path) -> dict[str, object]:
+    """Run one measurement in a fresh process and return its JSON report."""
+    cmd = [sys.executable, __file__, "--worker", mode, str(logs), str(accounts)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} on {logs} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@click.command()
+@click.option("--sizes", default="small,seed", show_default=True,
+              help="Simulator scales: small ~1M, seed ~4M, large ~16M requests.")
+@click.option("--daily/--no-daily", "with_daily", default=True, show_default=True)
+@click.option("--csv/--no-csv", "with_csv", default=False, show_default=True)
+@click.option("--x4/--no-x4", default=False, show_default=True,
+              help="Also extract the largest size repeated four times across daily files.")
+@click.option("--record/--no-record", default=True, show_default=True)
+@click.option("--worker", nargs=3, type=str, default=None, hidden=True)
+def main(sizes: str, with_daily: bool, with_csv: bool, x4: bool, record: bool,
+         worker: tuple[str, str, str] | None) -> None:
+    """Print the speed and memory table of ``cluster`` beside the floor."""
+    if worker:
+        print(json.dumps(_worker(*worker)))
+        return
+    scales = [s.strip() for s in sizes.split(",") if s.strip()]
+    lines = [
+        "| logs | layout | rows | tool s | floor s | tool/floor | read | extract | link | "
+        "cluster | score | write | peak RSS MB (tool) | peak RSS MB (floor) | suspected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_row: dict[str, float] = {}
+    for scale in scales:
+        base = dataset(scale)
+        layouts = [("parquet", base / "logs.parquet")]
+        if with_daily:
+            layouts.append(("daily parquet", daily(scale)))
+        if with_csv:
+            layouts.append(("csv", csv(scale)))
+        for layout, path in layouts:
+            tool = measure("tool", path, base / "accounts.parquet")
+            floor = measure("floor", path, base / "accounts.parquet")
+            tm = tool["timings"]
+            assert isinstance(tm, dict)
+            rows = int(tool["rows"])  # type: ignore[arg-type]
+            wall, fwall = float(tool["wall"]), float(floor["wall"])  # type: ignore[arg-type]
+            if layout == "parquet":
+                per_row[scale] = wall / rows
+            lines.append(
+                f"| {scale} | {layout} | {rows:,} | {wall:.1f} | {fwall:.1f} | "
+                f"{wall / fwall:.2f} | "
+                + " | ".join(f"{tm.get(k, 0.0):.1f}" for k in
+                             ("read", "extract", "link", "cluster", "score", "write"))
+                + f" | {float(tool['max_rss_mb']):,.0f} | {float(floor['max_rss_mb']):,.0f} | "  # type: ignore[arg-type]
+                f"{tool['suspected']} |"
+            )
+            print(lines[-1], flush=True)
+    if len(per_row) >= 2:
+        first, last = scales[0], scales[-1]
+        growth = per_row[last] / per_row[first]
+        lines.append(f"\nPer-row cost growth {first} -> {last}: {growth:.2f}x "
+                     f"({per_row[first] * 1e6:.2f} -> {per_row[last] * 1e6:.2f} us/row)")
+        print(lines[-1])
+    if x4:
+        scale = scales[-1]
+        base = dataset(scale)
+        one = measure("extract", daily(scale), base / "accounts.parquet")
+        four = measure("extract", repeated(scale), base / "accounts.parquet")
+        lines.append(
+            f"\nExtraction only, daily files of `{scale}`: {int(one['rows']):,} rows "  # type: ignore[arg-type]
+            f"{float(one['wall']):.1f} s peak {float(one['max_rss_mb']):,.0f} MB; "  # type: ignore[arg-type]
+            f"repeated x4: {int(four['rows']):,} rows {float(four['wall']):.1f} s "  # type: ignore[arg-type]
+            f"peak {float(four['max_rss_mb']):,.0f} MB"  # type: ignore[arg-type]
+        )
+        print(lines[-1])
+    if record:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        cmd = "python benchmarks/scale.py " + shlex.join(sys.argv[1:])
+        cpu = os.cpu_count()
+        with RESULTS.open("a") as fh:
+            fh.write(f"\n## Scale, {stamp}\n\nCommand: `{cmd.strip()}` ({cpu} cores)\n\n")
+            fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
