@@ -51,7 +51,6 @@ LOG_VALUE_KINDS: dict[str, str] = {
     "ua": "user_agent",
     "template": "prompt",
     "model": "model",
-    "org": "org_id",
 }
 ACCOUNT_VALUE_KINDS: dict[str, str] = {
     "payment": "payment_fingerprint",
@@ -80,25 +79,27 @@ USAGE_SCHEMA = pl.Schema(
 TEMPLATE_WORDS = 8
 """A prompt's template is its masked skeleton cut to its first words."""
 
+TEMPLATE_CHARS = 64
+"""Characters of a prompt's opening that can hold its first words."""
+
 
 def template_key(prompt: pl.Expr) -> pl.Expr:
     """The template skeleton of a prompt: names, numbers and punctuation masked, first words.
 
     Two prompts generated from one template with different fills (numbers,
-    names, task text after the fixed opening) get the same key.
-
-    >>> pl.select(template_key(pl.lit("Solve: Ann has 3 apples.  Think step by step.")))
+    names, task text after the fixed opening) get the same key. Only the
+    opening matters, so the prompt is cut to its first characters before the
+    (costly) masking passes.
     """
     masked = (
-        prompt.str.replace_all(r"\b[A-Z][a-z]+\b", "N")
+        prompt.str.slice(0, TEMPLATE_CHARS)
+        .str.replace_all(r"[A-Z][a-z]+", "N")
         .str.to_lowercase()
-        .str.replace_all(r"[0-9]+(?:[.,:][0-9]+)*", "#")
+        .str.replace_all(r"[0-9][0-9.,:]*", "#")
         .str.replace_all(r"[^a-z#]+", " ")
-        .str.strip_chars()
     )
-    head = masked.str.extract(rf"^((?:\S+ ){{0,{TEMPLATE_WORDS - 1}}}\S+)", 1)
-    # A skeleton of fewer than four words ("hi", "n") says nothing about a template.
-    return pl.when(head.str.count_matches(" ") >= 3).then(head).otherwise(None)
+    # Four to eight words; a shorter skeleton ("hi", "n") says nothing about a template.
+    return masked.str.extract(rf"^ ?((?:[a-z#]+ ){{3,{TEMPLATE_WORDS - 1}}}[a-z#]+)", 1)
 
 
 @dataclass(frozen=True)
@@ -184,58 +185,31 @@ def extract(source: Source) -> Evidence:
     tokens_in = pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)
     tokens_out = pl.col("output_tokens") if "output_tokens" in cols else pl.lit(None, pl.Int64)
 
-    queries: list[pl.LazyFrame] = []
-    for kind in log_kinds:
-        value = _value_expr(kind)
-        agg = [
+    # Usage of every per-request kind in one scan: one column per kind,
+    # unpivoted to (kind, value) and grouped once.
+    value_cols = [_value_expr(kind).alias(kind) for kind in log_kinds]
+    prompt_hash = prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)
+    usage_q = (
+        good.select("account_id", "timestamp", prompt_hash.alias("_ph"), *value_cols)
+        .unpivot(
+            index=["account_id", "timestamp", "_ph"],
+            on=log_kinds,
+            variable_name="kind",
+            value_name="value",
+        )
+        .filter(pl.col("value").is_not_null())
+        .group_by("account_id", "kind", "value")
+        .agg(
             pl.len().cast(pl.Int64).alias("n_requests"),
             pl.col("timestamp").min().alias("first_seen"),
             pl.col("timestamp").max().alias("last_seen"),
-        ]
-        if kind == "template":
-            agg.append(pl.col("prompt").n_unique().cast(pl.Int64).alias("n_variants"))
-        else:
-            agg.append(pl.lit(None, pl.Int64).alias("n_variants"))
-        q = (
-            good.select(
-                "account_id",
-                "timestamp",
-                *(["prompt"] if kind == "template" else []),
-                value.alias("value"),
-            )
-            .filter(pl.col("value").is_not_null())
-            .group_by("account_id", "value")
-            .agg(agg)
-            .with_columns(pl.lit(kind).alias("kind"))
+            pl.col("_ph").n_unique().cast(pl.Int64).alias("n_variants"),
         )
-        queries.append(q)
-
-    if acct_kinds:
-        acct_cols = sorted({ACCOUNT_VALUE_KINDS[k] for k in acct_kinds} | {"account_id"})
-        if "bin_country" in acct_kinds:
-            acct_cols = sorted(set(acct_cols) | {"billing_country"})
-        per_account = (
-            good.select([*acct_cols, "timestamp"])
-            .group_by("account_id")
-            .agg(
-                [pl.col(c).drop_nulls().first() for c in acct_cols if c != "account_id"]
-                + [pl.col("timestamp").min().alias("_first"), pl.len().alias("_n")]
-            )
-        )
-        created = pl.col("created_at") if "created_at" in cols else pl.col("_first")
-        for kind in acct_kinds:
-            queries.append(
-                per_account.select(
-                    "account_id",
-                    _account_value_expr(kind).alias("value"),
-                    pl.col("_n").cast(pl.Int64).alias("n_requests"),
-                    created.alias("first_seen"),
-                    created.alias("last_seen"),
-                    pl.lit(None, pl.Int64).alias("n_variants"),
-                )
-                .filter(pl.col("value").is_not_null())
-                .with_columns(pl.lit(kind).alias("kind"))
-            )
+        .with_columns(n_variants=pl.when(pl.col("kind") == "template").then(pl.col("n_variants")))
+    )
+    acct_cols = sorted({ACCOUNT_VALUE_KINDS[k] for k in acct_kinds})
+    if "bin_country" in acct_kinds:
+        acct_cols = sorted(set(acct_cols) | {"billing_country"})
 
     activity_q = (
         good.select(
@@ -253,7 +227,7 @@ def extract(source: Source) -> Evidence:
         tokens_in.sum().cast(pl.Int64).alias("input_tokens"),
         tokens_out.sum().cast(pl.Int64).alias("output_tokens"),
         prompt.is_not_null().sum().cast(pl.Int64).alias("n_prompts"),
-        prompt.n_unique().cast(pl.Int64).alias("n_distinct_prompts"),
+        prompt.drop_nulls().hash().n_unique().cast(pl.Int64).alias("n_distinct_prompts"),
         prompt.str.contains(COT_PATTERN).sum().cast(pl.Int64).alias("n_cot"),
         prompt.str.contains(GRADING_PATTERN).sum().cast(pl.Int64).alias("n_grading"),
         prompt.str.contains(CODING_PATTERN).sum().cast(pl.Int64).alias("n_coding"),
@@ -261,9 +235,10 @@ def extract(source: Source) -> Evidence:
     ]
     if "org_id" in cols:
         feats.append(pl.col("org_id").drop_nulls().mode().sort().first().alias("org_id"))
-    if "created_at" in cols:
-        feats.append(pl.col("created_at").drop_nulls().first().alias("created_at"))
-    if "email" in cols:
+    # Account attributes (joined from the accounts table or denormalised in the
+    # logs): the first non-null value per account.
+    feats.extend(pl.col(c).drop_nulls().first().alias(c) for c in acct_cols)
+    if "email" in cols and "email" not in acct_cols:
         feats.append(pl.col("email").drop_nulls().first().alias("email"))
     accounts_q = good.group_by("account_id").agg(feats)
 
@@ -283,15 +258,45 @@ def extract(source: Source) -> Evidence:
         ),
     )
 
-    frames = pl.collect_all([*queries, activity_q, accounts_q, malformed_q])
-    usage_parts = frames[: len(queries)]
-    activity, accounts, malformed_df = frames[len(queries) :]
-
-    usage = (
-        pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts])
-        if usage_parts
-        else pl.DataFrame(schema=USAGE_SCHEMA)
-    ).sort("kind", "value", "account_id")
+    # The streaming engine keeps memory to the size of the groups, not the rows.
+    usage_logs, activity, accounts, malformed_df = pl.collect_all(
+        [usage_q, activity_q, accounts_q, malformed_q], engine="streaming"
+    )
+    created = pl.col("created_at") if "created_at" in cols else pl.col("first_seen")
+    usage_parts = [usage_logs]
+    for kind in acct_kinds:
+        usage_parts.append(
+            accounts.select(
+                "account_id",
+                pl.lit(kind).alias("kind"),
+                _account_value_expr(kind).alias("value"),
+                pl.col("n_requests"),
+                created.alias("first_seen"),
+                created.alias("last_seen"),
+                pl.lit(None, pl.Int64).alias("n_variants"),
+            ).filter(pl.col("value").is_not_null())
+        )
+    usage = pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts]).sort(
+        "kind", "value", "account_id"
+    )
+    keep = [
+        "account_id",
+        "n_requests",
+        "first_seen",
+        "last_seen",
+        "input_tokens",
+        "output_tokens",
+        "n_prompts",
+        "n_distinct_prompts",
+        "n_cot",
+        "n_grading",
+        "n_coding",
+        "n_tool",
+        "org_id",
+        "created_at",
+        "email",
+    ]
+    accounts = accounts.select([c for c in keep if c in accounts.columns])
     counts = malformed_df.row(0, named=True)
     rows = int(counts.pop("rows"))
     return Evidence(

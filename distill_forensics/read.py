@@ -96,6 +96,10 @@ _CONFIG_TABLES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+LONG_TEXT_COLUMNS = frozenset({"prompt"})
+"""Free-text columns kept as given (not stripped); only blank values become null."""
+
+
 @dataclass(frozen=True)
 class Source:
     """Logs read into canonical form, with what was found and where it came from.
@@ -748,6 +752,9 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
         elif canonical in TOKEN_COLUMNS:
             column = _token_stages(plan, canonical, col, dtype)
             flags.append(pl.col(_token_flag(canonical)).fill_null(False))
+        elif canonical in LONG_TEXT_COLUMNS and dtype == pl.String:
+            # Long free text: blank -> null without copying every value to strip it.
+            column = [[pl.when(~col.str.contains(r"^\s*$")).then(col).alias(canonical)]]
         else:
             text = _text(col, dtype)
             if text is None:
