@@ -100,6 +100,12 @@ def _links(edges: list[tuple[str, str, float]]) -> Links:
     return Links(edges=frame, accounts=accounts, value_stats=pl.DataFrame(), n_candidates=0)
 
 
+@pytest.fixture(scope="module")
+def sample_result():
+    """The sample run once for the whole module (about a second)."""
+    return run_cluster(SAMPLE_LOGS, SAMPLE_ACCOUNTS)
+
+
 # ---------------------------------------------------------------------------
 # Degenerate inputs that have no shared value at all
 
@@ -205,9 +211,8 @@ def test_all_prompts_null(tmp_path):
     pl.read_parquet(logs).with_columns(prompt=pl.lit(None, pl.String)).write_parquet(logs)
     result = run_cluster(logs, accounts)
     ev = result.evidence
-    assert ev.accounts.select("n_prompts", "n_cot", "n_grading", "n_coding", "n_tool").sum().row(
-        0
-    ) == (0, 0, 0, 0, 0)
+    counters = ["n_prompts", "n_distinct_prompts", "n_cot", "n_grading", "n_coding", "n_tool"]
+    assert ev.accounts.select(counters).sum().row(0) == (0,) * len(counters)
     assert ev.usage.filter(pl.col("kind") == "template").is_empty()
     assert result.clusters.height >= 1
     prompt_features = result.clusters.select("f_templated", "f_cot", "f_capability")
@@ -377,9 +382,9 @@ def test_zero_clusters_on_stdout(tmp_path, fmt):
     reason="score: share_* columns exist only for link kinds that produced a candidate pair, "
     "so the report's columns change with the data (an empty report lacks most of them)",
 )
-def test_report_columns_do_not_depend_on_the_data(tmp_path):
+def test_report_columns_do_not_depend_on_the_data(tmp_path, sample_result):
     empty = run_cluster(_only_required_columns(tmp_path)).clusters
-    sample = run_cluster(SAMPLE_LOGS, SAMPLE_ACCOUNTS).clusters
+    sample = sample_result.clusters
     assert empty.schema == sample.schema
     assert {c for c in sample.columns if c.startswith("share_")} == {
         "share_" + k for k in DEFAULT_KIND_WEIGHTS
@@ -445,6 +450,20 @@ def test_bad_members_path_writes_nothing(tmp_path, bad):
 
 @pytest.mark.xfail(
     strict=True,
+    reason="cli/cluster.py: -o naming one of the input log files replaces the evidence with "
+    "the report instead of refusing",
+)
+def test_report_never_overwrites_an_input_log(tmp_path):
+    logs = tmp_path / "logs.csv"
+    pl.read_parquet(_only_required_columns(tmp_path)).write_csv(logs)
+    before = logs.read_bytes()
+    result = _cli("cluster", logs, "-o", logs, "-q")
+    assert "logs.csv" in _one_line_error(result)
+    assert logs.read_bytes() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="cli/common.py parse_column_mapping raises click.BadParameter: a 4-line usage "
     "message with 'Error:' instead of one 'error: ' line",
 )
@@ -455,11 +474,6 @@ def test_malformed_column_option_is_one_error_line(tmp_path):
 
 # ---------------------------------------------------------------------------
 # Determinism
-
-
-@pytest.fixture(scope="module")
-def sample_result():
-    return run_cluster(SAMPLE_LOGS, SAMPLE_ACCOUNTS)
 
 
 def _assert_same(a, b) -> None:
@@ -539,6 +553,20 @@ def test_template_key_works_for_non_latin_prompts():
     ]
     keys = pl.DataFrame({"p": prompts}).select(template_key(pl.col("p"))).to_series()
     assert keys[0] is not None and keys[0] == keys[1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="extract.template_key cuts the prompt to TEMPLATE_CHARS=64 before masking, so long "
+    "number or name fills push the template's own words out: one template, two keys",
+)
+def test_template_key_does_not_depend_on_fill_length():
+    prompts = [
+        "Multiply 4.5 by 9.5 and add 7.5, then show each step",
+        "Multiply 48213779.1234 by 99120315.5678 and add 77512345.9012, then show each step",
+    ]
+    keys = pl.DataFrame({"p": prompts}).select(template_key(pl.col("p"))).to_series()
+    assert keys[0] == keys[1] == "n # by # and add # then"
 
 
 # ---------------------------------------------------------------------------
