@@ -86,7 +86,9 @@ def _split(nodes: np.ndarray, edges: pl.DataFrame, opt: ClusterOptions) -> list[
     cut = (
         e.filter(pl.col("c") != pl.col("cj"))
         .select(
-            pl.min_horizontal("c", "cj").alias("a"), pl.max_horizontal("c", "cj").alias("b"), "weight"
+            pl.min_horizontal("c", "cj").alias("a"),
+            pl.max_horizontal("c", "cj").alias("b"),
+            "weight",
         )
         .group_by("a", "b")
         .agg(pl.col("weight").sum().alias("cut"))
@@ -162,10 +164,28 @@ def _peel(groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions) -> 
         if nxt.height == keep.height:
             break
         keep = nxt
-    out = [g for k, g in enumerate(groups) if k not in set(big.to_list())]
+    big_set = set(big.to_list())
+    out = [g for k, g in enumerate(groups) if k not in big_set]
     for _, part in keep.sort("group", "idx").group_by("group", maintain_order=True):
         out.append(part.get_column("idx").to_list())
     return out
+
+
+def _connected(groups: list[list[int]], edges: pl.DataFrame, n: int) -> list[list[int]]:
+    """Each group's connected pieces: peeling or cutting a bridge can leave a group in parts."""
+    label = np.full(n, -1, dtype=np.int64)
+    for k, g in enumerate(groups):
+        label[np.asarray(g, dtype=np.int64)] = k
+    i = edges.get_column("i").to_numpy().astype(np.int64)
+    j = edges.get_column("j").to_numpy().astype(np.int64)
+    inside = (label[i] >= 0) & (label[i] == label[j])
+    adj = sp.coo_matrix((np.ones(int(inside.sum())), (i[inside], j[inside])), shape=(n, n))
+    _, comp = connected_components(adj, directed=False)
+    members = np.flatnonzero(label >= 0)
+    parts = pl.DataFrame({"idx": members, "comp": comp[members]}).sort("comp", "idx")
+    return [
+        part.get_column("idx").to_list() for _, part in parts.group_by("comp", maintain_order=True)
+    ]
 
 
 def _cut_bridges(
@@ -247,6 +267,7 @@ def cluster(links: Links, options: ClusterOptions | None = None) -> pl.DataFrame
             groups.append(list(map(int, nodes)))
     groups = _peel(groups, e, opt)
     groups = _cut_bridges(groups, e, opt)
+    groups = _connected(groups, e, n)
     rows_acc: list[str] = []
     rows_cid: list[str] = []
     acc_list = accounts.to_list()

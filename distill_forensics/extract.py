@@ -72,14 +72,19 @@ USAGE_SCHEMA = pl.Schema(
         ("first_seen", pl.Datetime("us", "UTC")),
         ("last_seen", pl.Datetime("us", "UTC")),
         ("n_variants", pl.Int64()),
+        ("variants", pl.List(pl.UInt64())),
     ]
 )
 """Columns of the usage table: one row per account, kind of value and value."""
 
+SKETCH_SIZE = 32
+"""Distinct prompts are counted with bottom-k sketches of this size: exact below it,
+an estimate within about a fifth above it, and mergeable across days and clusters."""
+
 TEMPLATE_WORDS = 8
 """A prompt's template is its masked skeleton cut to its first words."""
 
-TEMPLATE_CHARS = 64
+TEMPLATE_CHARS = 128
 """Characters of a prompt's opening that can hold its first words."""
 
 
@@ -93,13 +98,15 @@ def template_key(prompt: pl.Expr) -> pl.Expr:
     """
     masked = (
         prompt.str.slice(0, TEMPLATE_CHARS)
-        .str.replace_all(r"[A-Z][a-z]+", "N")
+        .str.replace_all(r"\p{Lu}\p{Ll}+", "N")
         .str.to_lowercase()
         .str.replace_all(r"[0-9][0-9.,:]*", "#")
-        .str.replace_all(r"[^a-z#]+", " ")
+        .str.replace_all(r"[^\p{Ll}\p{Lo}#]+", " ")
     )
     # Four to eight words; a shorter skeleton ("hi", "n") says nothing about a template.
-    return masked.str.extract(rf"^ ?((?:[a-z#]+ ){{3,{TEMPLATE_WORDS - 1}}}[a-z#]+)", 1)
+    return masked.str.extract(
+        rf"^ ?((?:[\p{{Ll}}\p{{Lo}}#]+ ){{3,{TEMPLATE_WORDS - 1}}}[\p{{Ll}}\p{{Lo}}#]+)", 1
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,32 @@ class Evidence:
     @property
     def n_accounts(self) -> int:
         return self.accounts.height
+
+
+def sketch(hashes: pl.Expr) -> pl.Expr:
+    """Bottom-k sketch (aggregation): the smallest distinct hashes of a group."""
+    return hashes.drop_nulls().unique().sort().head(SKETCH_SIZE)
+
+
+def sketch_union(sketches: pl.Expr) -> pl.Expr:
+    """Sketch of the union of sets (aggregation over a column of sketches)."""
+    return (
+        sketches.list.explode(keep_nulls=False, empty_as_null=False)
+        .drop_nulls()
+        .unique()
+        .sort()
+        .head(SKETCH_SIZE)
+    )
+
+
+def sketch_count(sketch_list: pl.Expr) -> pl.Expr:
+    """Distinct count behind a sketch: exact when the sketch is not full, else estimated."""
+    size = sketch_list.list.len()
+    kth = sketch_list.list.get(SKETCH_SIZE - 1, null_on_oob=True).cast(pl.Float64)
+    estimate = (SKETCH_SIZE - 1) / (kth / 2.0**64)
+    return (
+        pl.when(size < SKETCH_SIZE).then(size.cast(pl.Float64)).otherwise(estimate).round(0)
+    ).cast(pl.Int64)
 
 
 def slot_span(activity: pl.DataFrame) -> int:
@@ -198,14 +231,18 @@ def extract(source: Source) -> Evidence:
             value_name="value",
         )
         .filter(pl.col("value").is_not_null())
+        .with_columns(_ph=pl.when(pl.col("kind") == "template").then(pl.col("_ph")))
         .group_by("account_id", "kind", "value")
         .agg(
             pl.len().cast(pl.Int64).alias("n_requests"),
             pl.col("timestamp").min().alias("first_seen"),
             pl.col("timestamp").max().alias("last_seen"),
-            pl.col("_ph").n_unique().cast(pl.Int64).alias("n_variants"),
+            sketch(pl.col("_ph")).alias("variants"),
         )
-        .with_columns(n_variants=pl.when(pl.col("kind") == "template").then(pl.col("n_variants")))
+        .with_columns(
+            n_variants=pl.when(pl.col("kind") == "template").then(sketch_count(pl.col("variants"))),
+            variants=pl.when(pl.col("kind") == "template").then(pl.col("variants")),
+        )
     )
     acct_cols = sorted({ACCOUNT_VALUE_KINDS[k] for k in acct_kinds})
     if "bin_country" in acct_kinds:
@@ -227,19 +264,18 @@ def extract(source: Source) -> Evidence:
         tokens_in.sum().cast(pl.Int64).alias("input_tokens"),
         tokens_out.sum().cast(pl.Int64).alias("output_tokens"),
         prompt.is_not_null().sum().cast(pl.Int64).alias("n_prompts"),
-        prompt.drop_nulls().hash().n_unique().cast(pl.Int64).alias("n_distinct_prompts"),
         prompt.str.contains(COT_PATTERN).sum().cast(pl.Int64).alias("n_cot"),
         prompt.str.contains(GRADING_PATTERN).sum().cast(pl.Int64).alias("n_grading"),
         prompt.str.contains(CODING_PATTERN).sum().cast(pl.Int64).alias("n_coding"),
         prompt.str.contains(TOOL_PATTERN).sum().cast(pl.Int64).alias("n_tool"),
     ]
     if "org_id" in cols:
-        feats.append(pl.col("org_id").drop_nulls().mode().sort().first().alias("org_id"))
+        feats.append(pl.col("org_id").min().alias("org_id"))
     # Account attributes (joined from the accounts table or denormalised in the
-    # logs): the first non-null value per account.
-    feats.extend(pl.col(c).drop_nulls().first().alias(c) for c in acct_cols)
+    # logs): the smallest non-null value per account, whatever the row order.
+    feats.extend(pl.col(c).min().alias(c) for c in acct_cols)
     if "email" in cols and "email" not in acct_cols:
-        feats.append(pl.col("email").drop_nulls().first().alias("email"))
+        feats.append(pl.col("email").min().alias("email"))
     accounts_q = good.group_by("account_id").agg(feats)
 
     malformed_q = lf.select(
@@ -274,6 +310,7 @@ def extract(source: Source) -> Evidence:
                 created.alias("first_seen"),
                 created.alias("last_seen"),
                 pl.lit(None, pl.Int64).alias("n_variants"),
+                pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
             ).filter(pl.col("value").is_not_null())
         )
     usage = pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts]).sort(
@@ -287,7 +324,6 @@ def extract(source: Source) -> Evidence:
         "input_tokens",
         "output_tokens",
         "n_prompts",
-        "n_distinct_prompts",
         "n_cot",
         "n_grading",
         "n_coding",

@@ -176,7 +176,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     n_acc = len(accounts)
     index = pl.DataFrame({"account_id": accounts, "idx": pl.int_range(n_acc, eager=True)})
     weights = opt.kind_weights
-    link_kinds = [k for k in weights if k != "sync"]
+    link_kinds = [k for k, w in weights.items() if k != "sync" and w > 0]
 
     usage = evidence.usage.filter(pl.col("kind").is_in(link_kinds)).join(index, on="account_id")
     stats = usage.group_by("kind", "value").agg(pl.len().alias("n_accounts"))
@@ -284,7 +284,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
 
     # Lockstep strength: co-active slots versus what two independent accounts
     # with these activity levels would share by chance.
-    if act_busy.height and len(i):
+    if act_busy.height and len(i) and weights.get("sync", 0.0) > 0:
         slot_codes = act_busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
         n_slots = int(slot_codes.n_unique())
         s_mat = sp.csr_matrix(
@@ -339,12 +339,16 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     for kind, c in contrib.items():
         if kind in INFRA_KINDS:
             c *= time_factor
-        c[same_org] *= opt.same_org_factor
+            c[same_org] *= opt.same_org_factor
 
-    kinds = sorted(contrib)
+    # Every kind gets a column, present in the data or not, so the edge table
+    # (and the report built on it) has the same columns whatever the input.
+    kinds = sorted(k for k, w in weights.items() if w > 0)
+    for kind in kinds:
+        contrib.setdefault(kind, np.zeros(len(i)))
     total = np.zeros(len(i))
-    for c in contrib.values():
-        total += c
+    for kind in kinds:
+        total += contrib[kind]
     families: dict[str, np.ndarray] = {}
     for kind in kinds:
         fam = FAMILY.get(kind, kind)

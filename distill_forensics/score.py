@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from distill_forensics.extract import SLOT_SECONDS, Evidence, slot_span
+from distill_forensics.extract import (
+    SLOT_SECONDS,
+    Evidence,
+    sketch_count,
+    sketch_union,
+    slot_span,
+)
 from distill_forensics.link import Links
 
 FEATURE_WEIGHTS: dict[str, float] = {
@@ -81,10 +87,16 @@ def _clip01(e: pl.Expr) -> pl.Expr:
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     tpl = evidence.usage.filter(pl.col("kind") == "template").join(members, on="account_id")
-    per = tpl.group_by("cluster_id", "value").agg(
-        pl.col("account_id").n_unique().alias("m"),
-        pl.col("n_requests").sum().alias("req"),
-        pl.col("n_variants").sum().alias("var"),
+    # Distinct prompts across the members (a sketch union), so one prompt sent
+    # word for word by many accounts counts once.
+    per = (
+        tpl.group_by("cluster_id", "value")
+        .agg(
+            pl.col("account_id").n_unique().alias("m"),
+            pl.col("n_requests").sum().alias("req"),
+            sketch_union(pl.col("variants")).alias("_sk"),
+        )
+        .with_columns(var=sketch_count(pl.col("_sk")))
     )
     sizes = members.group_by("cluster_id").agg(pl.len().alias("n"))
     per = per.join(sizes, on="cluster_id")
@@ -268,6 +280,9 @@ def score(
     # Shares of a handful of requests are weak evidence too.
     volume = 1.0 - (-pl.col("n_requests").cast(pl.Float64) / opt.volume_scale).exp()
     f = f.with_columns(
+        p_templated=_clip01(pl.col("t_fill").fill_null(0) / prompts),
+        p_cot=_clip01(pl.col("_cot") / prompts),
+        p_capability=_clip01(pl.col("_cap") / prompts),
         f_templated=_clip01(reliable * volume * pl.col("t_fill").fill_null(0) / prompts),
         f_verbatim_repeats=_clip01(pl.col("t_verb").fill_null(0) / prompts),
         f_cot=_clip01(volume * pl.col("_cot") / prompts),
@@ -311,6 +326,9 @@ def score(
         "last_seen",
         "reasons",
         *feature_cols,
+        "p_templated",
+        "p_cot",
+        "p_capability",
         "n_links",
         *share_cols,
         "n_shared_templates",
@@ -408,7 +426,12 @@ def _render_reasons(s: dict, weights: dict[str, float], link_kinds: list[str], t
         ),
         key=lambda t: (-t[0], t[1]),
     )
-    parts = [_FEATURE_TEXT[name].format(p=s["f_" + name]) for v, name in terms[:top] if v >= 0.3]
+    # The words quote the measured share (p_*), not the size-shrunk feature value.
+    parts = [
+        _FEATURE_TEXT[name].format(p=s.get("p_" + name, s["f_" + name]))
+        for v, name in terms[:top]
+        if v >= 0.3
+    ]
     shares = sorted(((s["share_" + k] or 0.0, k) for k in link_kinds), key=lambda t: (-t[0], t[1]))
     linked = [f"{LINK_KIND_LABELS.get(k, k)} {v:.0%}" for v, k in shares[:3] if v >= 0.1]
     if linked:

@@ -17,6 +17,7 @@ import gzip
 import os
 import tempfile
 from contextlib import suppress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -196,12 +197,13 @@ def _umask() -> int:
     return mask
 
 
-def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -> None:
-    """Write ``df`` to ``path`` in the format its name ends with (or ``fmt``), atomically.
+def check_output(
+    path: str | Path, *, fmt: str | None = None, inputs: Sequence[str | Path] = ()
+) -> str:
+    """Check that ``path`` can take a report before any work is done; returns its format.
 
-    Formats: .csv, .csv.gz, .json (an array of objects), .jsonl/.ndjson, .parquet.
-
-    >>> write_table(clusters, "out/clusters.csv")  # doctest: +SKIP
+    Refuses an unknown extension, a missing directory, a directory, and a path
+    that is one of the ``inputs`` (a report must never overwrite the evidence).
     """
     path = Path(path)
     kind = _format_for(path, fmt)
@@ -210,6 +212,24 @@ def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -
         raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
     if path.is_dir():
         raise InputError(f"{path}: is a directory; give a file name, e.g. {path / 'report.csv'}")
+    if path.exists():
+        target = path.resolve()
+        for given in inputs:
+            if Path(given).exists() and Path(given).resolve() == target:
+                raise InputError(f"{path}: is an input file; write the report to another path")
+    return kind
+
+
+def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -> None:
+    """Write ``df`` to ``path`` in the format its name ends with (or ``fmt``), atomically.
+
+    Formats: .csv, .csv.gz, .json (an array of objects), .jsonl/.ndjson, .parquet.
+
+    >>> write_table(clusters, "out/clusters.csv")  # doctest: +SKIP
+    """
+    path = Path(path)
+    kind = check_output(path, fmt=fmt)
+    parent = path.parent
 
     try:
         fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")

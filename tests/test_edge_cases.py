@@ -2,9 +2,7 @@
 
 Degenerate inputs (empty, one account, only the required columns, nulls),
 outputs with zero clusters, attacker-controlled text in CSV reports, and
-determinism under row order and file names. Tests marked ``xfail(strict=True)``
-pin a known bug: they start passing (and so fail the suite) once it is fixed,
-and the marker is then removed.
+determinism under row order and file names.
 """
 
 from __future__ import annotations
@@ -49,11 +47,6 @@ REPORT_HEAD = [
 ]
 MEMBERS_HEAD = ["account_id", "cluster_id", "rank", "score", "suspected"]
 ALL_SIGNALS = sorted(set(LOG_VALUE_KINDS) | set(ACCOUNT_VALUE_KINDS))
-
-NO_SHARED_VALUE = (
-    "score._member_links: pl.concat_str over zero w_* columns raises ComputeError when no "
-    "value is shared by two accounts (empty, one-account or tiny input); CLI exits 3"
-)
 
 
 # ---------------------------------------------------------------------------
@@ -116,7 +109,6 @@ def _empty_logs(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SHARED_VALUE)
 def test_empty_log_file_gives_zero_clusters(tmp_path):
     result = run_cluster(_empty_logs(tmp_path))
     assert result.evidence.rows == 0 and result.evidence.n_accounts == 0
@@ -125,7 +117,6 @@ def test_empty_log_file_gives_zero_clusters(tmp_path):
     assert result.members.columns[: len(MEMBERS_HEAD)] == MEMBERS_HEAD
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SHARED_VALUE)
 def test_empty_log_file_cli_writes_empty_report(tmp_path):
     out, members = tmp_path / "report.csv", tmp_path / "members.csv"
     result = _cli("cluster", _empty_logs(tmp_path), "-o", out, "--members", members, "-q")
@@ -135,7 +126,6 @@ def test_empty_log_file_cli_writes_empty_report(tmp_path):
     assert _csv_rows(members.read_text())[0][: len(MEMBERS_HEAD)] == MEMBERS_HEAD
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SHARED_VALUE)
 def test_only_one_account(tmp_path):
     logs = tmp_path / "one.parquet"
     _frame(campaign(1)[0]).write_parquet(logs)
@@ -144,7 +134,6 @@ def test_only_one_account(tmp_path):
     assert result.clusters.height == 0 and result.members.height == 0
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SHARED_VALUE)
 def test_one_account_with_a_single_request(tmp_path):
     logs, accounts = write(tmp_path, campaign(1))
     pl.read_parquet(logs).head(1).write_parquet(logs)
@@ -153,7 +142,6 @@ def test_one_account_with_a_single_request(tmp_path):
     assert result.clusters.height == 0
 
 
-@pytest.mark.xfail(strict=True, reason=NO_SHARED_VALUE)
 def test_from_after_every_row_is_an_empty_window_not_a_crash(tmp_path):
     logs, accounts = write(tmp_path, campaign(10), background(50))
     out = tmp_path / "report.csv"
@@ -211,7 +199,7 @@ def test_all_prompts_null(tmp_path):
     pl.read_parquet(logs).with_columns(prompt=pl.lit(None, pl.String)).write_parquet(logs)
     result = run_cluster(logs, accounts)
     ev = result.evidence
-    counters = ["n_prompts", "n_distinct_prompts", "n_cot", "n_grading", "n_coding", "n_tool"]
+    counters = ["n_prompts", "n_cot", "n_grading", "n_coding", "n_tool"]
     assert ev.accounts.select(counters).sum().row(0) == (0,) * len(counters)
     assert ev.usage.filter(pl.col("kind") == "template").is_empty()
     assert result.clusters.height >= 1
@@ -305,25 +293,6 @@ def test_accounts_table_with_ghost_ids_and_duplicates(tmp_path):
     assert got == [first["email"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read.py _read_accounts keeps the first duplicate row in file order, so the "
-    "evidence changes when the accounts table's rows are reordered",
-)
-def test_duplicate_account_rows_do_not_depend_on_row_order(tmp_path):
-    logs, accounts, table = _accounts_with_ghosts_and_duplicates(tmp_path)
-    table.reverse().write_parquet(tmp_path / "reversed.parquet")
-    a = extract(read_logs([logs], accounts=accounts))
-    b = extract(read_logs([logs], accounts=tmp_path / "reversed.parquet"))
-    assert_frame_equal(a.accounts, b.accounts)
-    assert_frame_equal(a.usage, b.usage)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="extract: account columns carried in the logs are taken with .first() in row "
-    "order, so a changed email (or created_at) depends on the order of the log rows",
-)
 def test_account_columns_inside_the_logs_do_not_depend_on_row_order(tmp_path):
     frame = _frame(campaign(6, tag="em")[0]).with_columns(
         email=pl.when(pl.col("timestamp").dt.day() < 5)
@@ -377,11 +346,6 @@ def test_zero_clusters_on_stdout(tmp_path, fmt):
         assert json.loads(result.stdout) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="score: share_* columns exist only for link kinds that produced a candidate pair, "
-    "so the report's columns change with the data (an empty report lacks most of them)",
-)
 def test_report_columns_do_not_depend_on_the_data(tmp_path, sample_result):
     empty = run_cluster(_only_required_columns(tmp_path)).clusters
     sample = sample_result.clusters
@@ -433,11 +397,6 @@ def test_formula_cells_are_neutralised_in_every_csv_output(tmp_path):
 # CLI: nothing written on a user mistake, one-line errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/cluster.py writes -o before validating --members; a bad --members path "
-    "exits 2 but leaves the report written",
-)
 @pytest.mark.parametrize("bad", ["missing_dir/members.csv", "members.xlsx"])
 def test_bad_members_path_writes_nothing(tmp_path, bad):
     out = tmp_path / "report.csv"
@@ -448,11 +407,6 @@ def test_bad_members_path_writes_nothing(tmp_path, bad):
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/cluster.py: -o naming one of the input log files replaces the evidence with "
-    "the report instead of refusing",
-)
 def test_report_never_overwrites_an_input_log(tmp_path):
     logs = tmp_path / "logs.csv"
     pl.read_parquet(_only_required_columns(tmp_path)).write_csv(logs)
@@ -462,11 +416,6 @@ def test_report_never_overwrites_an_input_log(tmp_path):
     assert logs.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/common.py parse_column_mapping raises click.BadParameter: a 4-line usage "
-    "message with 'Error:' instead of one 'error: ' line",
-)
 def test_malformed_column_option_is_one_error_line(tmp_path):
     result = _cli("cluster", _only_required_columns(tmp_path), "--column", "account_id")
     assert "--column" in _one_line_error(result)
@@ -514,11 +463,6 @@ def test_campaign_without_an_org_is_fully_linked(tmp_path):
     assert edges.height == 45  # every pair of the 10 campaign accounts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="link.py applies same_org_factor to every kind, not just INFRA_KINDS: a campaign "
-    "whose accounts share one org loses its template and lockstep links entirely",
-)
 def test_same_org_discounts_only_shared_infrastructure(tmp_path):
     logs, accounts = write(tmp_path, campaign(10, org="org_a"), background(200))
     edges = link(extract(read_logs([logs], accounts=accounts))).edges
@@ -526,11 +470,6 @@ def test_same_org_discounts_only_shared_infrastructure(tmp_path):
     assert edges["w_sync"].min() == pytest.approx(DEFAULT_KIND_WEIGHTS["sync"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="link.py: a kind weighted 0 passes 'contrib >= 0.25 * weight' for every pair, so "
-    "disabling a signal adds a family (or a strong link) to every candidate pair",
-)
 def test_disabling_a_signal_never_adds_links(tmp_path):
     logs, accounts = write(
         tmp_path, strangers(6, ip="81.2.3.4", tag="nat", seed=5), background(200)
@@ -541,11 +480,6 @@ def test_disabling_a_signal_never_adds_links(tmp_path):
     assert link(ev, LinkOptions(kind_weights=weights)).edges.height == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="extract.template_key keeps only [a-z#] after lowercasing: prompts in Cyrillic, "
-    "Greek or CJK get no template at all",
-)
 def test_template_key_works_for_non_latin_prompts():
     prompts = [
         "Решите задачу и покажите полное рассуждение шаг за шагом: 17 яблок",
@@ -555,11 +489,6 @@ def test_template_key_works_for_non_latin_prompts():
     assert keys[0] is not None and keys[0] == keys[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="extract.template_key cuts the prompt to TEMPLATE_CHARS=64 before masking, so long "
-    "number or name fills push the template's own words out: one template, two keys",
-)
 def test_template_key_does_not_depend_on_fill_length():
     prompts = [
         "Multiply 4.5 by 9.5 and add 7.5, then show each step",
@@ -573,11 +502,6 @@ def test_template_key_does_not_depend_on_fill_length():
 # Clustering
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cluster.py: after _peel / _cut_bridges drop the only connector, the two halves "
-    "stay one cluster although no link joins them",
-)
 @pytest.mark.parametrize("hub_weight", [0.55, 1.0], ids=["hub-peeled", "hub-cut-as-bridge"])
 def test_clusters_are_connected(hub_weight):
     def clique(tag: str, n: int) -> list[tuple[str, str, float]]:
@@ -622,11 +546,6 @@ def _verbatim_benchmark(tmp_path: Path) -> pl.DataFrame:
     return result.clusters.filter(pl.col("n_accounts") == 12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="score._template_features sums per-account n_variants, so one prompt sent "
-    "verbatim once by each of many accounts counts as 'varying fills', never as verbatim",
-)
 def test_prompts_repeated_verbatim_across_accounts_are_verbatim_not_templated(tmp_path):
     bench = _verbatim_benchmark(tmp_path)
     assert bench.height == 1
@@ -634,11 +553,6 @@ def test_prompts_repeated_verbatim_across_accounts_are_verbatim_not_templated(tm
     assert bench["f_templated"][0] < 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="score._render_reasons prints the shrunk feature value as 'N% of prompts': a "
-    "3-account cluster with every prompt templated reads '37% of prompts'",
-)
 def test_reasons_percentages_are_shares_of_prompts(tmp_path):
     logs, accounts = write(tmp_path, campaign(3, tag="sm"), background(300))
     result = run_cluster(logs, accounts)

@@ -14,7 +14,7 @@ from distill_forensics.cli.common import Status, handle_errors, input_options, r
 from distill_forensics.errors import EXIT_FINDINGS
 from distill_forensics.pipeline import ClusterResult, Options, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import to_csv_text, to_json_text, write_table
+from distill_forensics.write import check_output, to_csv_text, to_json_text, write_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -61,12 +61,12 @@ FORMATS = ("table", "csv", "json")
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write the cluster report here (.csv, .json or .parquet).",
+    help="Write the cluster report here (.csv, .csv.gz, .json, .jsonl or .parquet).",
 )
 @click.option(
     "--members",
     type=click.Path(dir_okay=False),
-    help="Write one row per clustered account here (.csv, .json or .parquet).",
+    help="Write one row per clustered account here (.csv, .csv.gz, .json, .jsonl or .parquet).",
 )
 @click.option(
     "--fail-on-findings/--pass-on-findings",
@@ -104,6 +104,11 @@ def cluster(
             --members members.parquet --fail-on-findings --quiet
     """
     kwargs = resolve_inputs(column, config, time_from, time_to)
+    # Refuse an unusable output path before the run, not after it.
+    inputs = [*logs, *([accounts] if accounts else [])]
+    for path in (output, members):
+        if path:
+            check_output(path, inputs=inputs)
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
     with status.running("reading logs…"):
@@ -120,8 +125,8 @@ def cluster(
     if fmt == "csv":
         sys.stdout.write(to_csv_text(shown))
     elif fmt == "json":
-        sys.stdout.write(to_json_text(shown))
-        sys.stdout.write("\n")
+        text = to_json_text(shown)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         render_table(shown)
     _summary(status, result, report)

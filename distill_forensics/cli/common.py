@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError
+from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,14 +88,11 @@ def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:
     """Parse repeated ``--column canonical=source`` options."""
     out: dict[str, str] = {}
     for v in values:
-        if "=" not in v:
-            raise click.BadParameter(
-                f"{v!r} is not canonical=source, e.g. --column account_id=user_id",
-                param_hint="--column",
-            )
-        key, src = (s.strip() for s in v.split("=", 1))
+        key, _, src = (s.strip() for s in v.partition("="))
         if not key or not src:
-            raise click.BadParameter(f"{v!r} has an empty side", param_hint="--column")
+            raise InputError(
+                f"--column {v!r}: expected canonical=source, e.g. --column account_id=user_id"
+            )
         out[key] = src
     return out
 
