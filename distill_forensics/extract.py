@@ -11,6 +11,7 @@ nightly job can extract each day once and cluster a rolling window later.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -195,24 +196,56 @@ def _account_value_expr(kind: str) -> pl.Expr:
     raise KeyError(kind)
 
 
-def extract(source: Source) -> Evidence:
-    """Read the rows of ``source`` once and build the evidence tables.
+@dataclass(frozen=True)
+class Parts:
+    """Mergeable aggregates of some rows: what :func:`finish` turns into :class:`Evidence`.
 
-    Signals whose columns are absent are listed in ``unused_signals``.
+    Every column is a sum, a minimum, a maximum or a bottom-k sketch, so the
+    parts of several days (or files) merge into exactly the parts of all their
+    rows (:func:`merge_parts`). With ``by_day`` each table carries a ``day`` key.
     """
+
+    usage: pl.DataFrame
+    activity: pl.DataFrame
+    accounts: pl.DataFrame
+    counts: dict[str, int]
+    columns: tuple[str, ...]
+
+
+ACCOUNT_COUNTERS = (
+    "n_requests",
+    "input_tokens",
+    "output_tokens",
+    "n_prompts",
+    "n_cot",
+    "n_grading",
+    "n_coding",
+    "n_tool",
+)
+"""Per-account counters: sums over rows."""
+
+ACCOUNT_COLUMNS = (
+    "account_id",
+    *ACCOUNT_COUNTERS,
+    "first_seen",
+    "last_seen",
+    "org_id",
+    "created_at",
+    "email",
+)
+"""Columns of :attr:`Evidence.accounts`."""
+
+
+def extract_parts(source: Source, *, by_day: bool = False) -> Parts:
+    """Aggregate the rows of ``source`` in one pass per table (streaming engine)."""
     cols = set(source.columns)
     lf = source.frame
     good = lf.filter(pl.col("_bad").is_null())
+    day = ["day"] if by_day else []
+    if by_day:
+        good = good.with_columns(day=pl.col("timestamp").dt.date())
 
     log_kinds = [k for k, c in LOG_VALUE_KINDS.items() if c in cols]
-    acct_kinds = [k for k, c in ACCOUNT_VALUE_KINDS.items() if c in cols]
-    if "billing_country" not in cols and "bin_country" in acct_kinds:
-        acct_kinds.remove("bin_country")
-    unused = sorted(
-        {k for k, c in LOG_VALUE_KINDS.items() if c not in cols}
-        | {k for k, c in ACCOUNT_VALUE_KINDS.items() if c not in cols}
-    )
-
     has_prompt = "prompt" in cols
     prompt = pl.col("prompt") if has_prompt else pl.lit(None, dtype=pl.String)
     tokens_in = pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)
@@ -223,31 +256,24 @@ def extract(source: Source) -> Evidence:
     value_cols = [_value_expr(kind).alias(kind) for kind in log_kinds]
     prompt_hash = prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)
     usage_q = (
-        good.select("account_id", "timestamp", prompt_hash.alias("_ph"), *value_cols)
+        good.select("account_id", "timestamp", *day, prompt_hash.alias("_ph"), *value_cols)
         .unpivot(
-            index=["account_id", "timestamp", "_ph"],
+            index=["account_id", "timestamp", *day, "_ph"],
             on=log_kinds,
             variable_name="kind",
             value_name="value",
         )
         .filter(pl.col("value").is_not_null())
         .with_columns(_ph=pl.when(pl.col("kind") == "template").then(pl.col("_ph")))
-        .group_by("account_id", "kind", "value")
+        .group_by(*day, "account_id", "kind", "value")
         .agg(
             pl.len().cast(pl.Int64).alias("n_requests"),
             pl.col("timestamp").min().alias("first_seen"),
             pl.col("timestamp").max().alias("last_seen"),
             sketch(pl.col("_ph")).alias("variants"),
         )
-        .with_columns(
-            n_variants=pl.when(pl.col("kind") == "template").then(sketch_count(pl.col("variants"))),
-            variants=pl.when(pl.col("kind") == "template").then(pl.col("variants")),
-        )
+        .with_columns(variants=pl.when(pl.col("kind") == "template").then(pl.col("variants")))
     )
-    acct_cols = sorted({ACCOUNT_VALUE_KINDS[k] for k in acct_kinds})
-    if "bin_country" in acct_kinds:
-        acct_cols = sorted(set(acct_cols) | {"billing_country"})
-
     activity_q = (
         good.select(
             "account_id",
@@ -256,7 +282,11 @@ def extract(source: Source) -> Evidence:
         .group_by("account_id", "slot")
         .agg(pl.len().cast(pl.Int32).alias("n"))
     )
-
+    acct_cols = sorted(
+        {ACCOUNT_VALUE_KINDS[k] for k in ACCOUNT_VALUE_KINDS if ACCOUNT_VALUE_KINDS[k] in cols}
+        | ({"billing_country"} & cols)
+        | ({"email"} & cols)
+    )
     feats = [
         pl.len().cast(pl.Int64).alias("n_requests"),
         pl.col("timestamp").min().alias("first_seen"),
@@ -268,37 +298,100 @@ def extract(source: Source) -> Evidence:
         prompt.str.contains(GRADING_PATTERN).sum().cast(pl.Int64).alias("n_grading"),
         prompt.str.contains(CODING_PATTERN).sum().cast(pl.Int64).alias("n_coding"),
         prompt.str.contains(TOOL_PATTERN).sum().cast(pl.Int64).alias("n_tool"),
+        (pl.col("org_id") if "org_id" in cols else pl.lit(None, pl.String)).min().alias("org_id"),
     ]
-    if "org_id" in cols:
-        feats.append(pl.col("org_id").min().alias("org_id"))
     # Account attributes (joined from the accounts table or denormalised in the
     # logs): the smallest non-null value per account, whatever the row order.
     feats.extend(pl.col(c).min().alias(c) for c in acct_cols)
-    if "email" in cols and "email" not in acct_cols:
-        feats.append(pl.col("email").min().alias("email"))
-    accounts_q = good.group_by("account_id").agg(feats)
+    accounts_q = good.group_by(*day, "account_id").agg(feats)
 
-    malformed_q = lf.select(
+    schema = lf.collect_schema().names()
+    counts_q = lf.select(
         pl.len().alias("rows"),
         (pl.col("_bad") == "unparseable_timestamp").sum().alias("unparseable_timestamp"),
         (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
-        *(
-            [pl.col("_ip_invalid").sum().alias("invalid_ip")]
-            if "_ip_invalid" in lf.collect_schema().names()
-            else []
-        ),
+        *([pl.col("_ip_invalid").sum().alias("invalid_ip")] if "_ip_invalid" in schema else []),
         *(
             [pl.col("_tokens_invalid").sum().alias("invalid_tokens")]
-            if "_tokens_invalid" in lf.collect_schema().names()
+            if "_tokens_invalid" in schema
             else []
         ),
     )
-
     # The streaming engine keeps memory to the size of the groups, not the rows.
-    usage_logs, activity, accounts, malformed_df = pl.collect_all(
-        [usage_q, activity_q, accounts_q, malformed_q], engine="streaming"
+    usage, activity, accounts, counts_df = pl.collect_all(
+        [usage_q, activity_q, accounts_q, counts_q], engine="streaming"
     )
-    created = pl.col("created_at") if "created_at" in cols else pl.col("first_seen")
+    counts = {k: int(v or 0) for k, v in counts_df.row(0, named=True).items()}
+    return Parts(usage, activity, accounts, counts, tuple(sorted(cols)))
+
+
+def _merge_usage(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    return (
+        pl.concat([f.drop("day", strict=False) for f in frames], how="diagonal_relaxed")
+        .group_by("account_id", "kind", "value")
+        .agg(
+            pl.col("n_requests").sum(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            sketch_union(pl.col("variants")).alias("variants"),
+        )
+        .with_columns(variants=pl.when(pl.col("kind") == "template").then(pl.col("variants")))
+    )
+
+
+def _merge_accounts(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    acc = pl.concat([f.drop("day", strict=False) for f in frames], how="diagonal_relaxed")
+    others = [c for c in acc.columns if c not in (*ACCOUNT_COUNTERS, "account_id", "last_seen")]
+    return acc.group_by("account_id").agg(
+        *[pl.col(c).sum() for c in ACCOUNT_COUNTERS if c in acc.columns],
+        pl.col("last_seen").max(),
+        *[pl.col(c).min() for c in others],
+    )
+
+
+def merge_parts(parts: Sequence[Parts]) -> Parts:
+    """Merge the parts of disjoint sets of rows into the parts of their union."""
+    if not parts:
+        raise ValueError("merge_parts needs at least one part")
+    activity = (
+        pl.concat([p.activity for p in parts])
+        .group_by("account_id", "slot")
+        .agg(pl.col("n").sum().cast(pl.Int32))
+    )
+    counts: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return Parts(
+        _merge_usage([p.usage for p in parts]),
+        activity,
+        _merge_accounts([p.accounts for p in parts]),
+        counts,
+        tuple(sorted(set().union(*(p.columns for p in parts)))),
+    )
+
+
+def finish(parts: Parts) -> Evidence:
+    """Turn merged parts into the evidence tables the later stages read."""
+    cols = set(parts.columns)
+    acct_kinds = [k for k, c in ACCOUNT_VALUE_KINDS.items() if c in cols]
+    if "billing_country" not in cols and "bin_country" in acct_kinds:
+        acct_kinds.remove("bin_country")
+    unused = sorted(
+        {k for k, c in LOG_VALUE_KINDS.items() if c not in cols}
+        | {k for k, c in ACCOUNT_VALUE_KINDS.items() if c not in cols}
+        | ({"bin_country"} if "billing_country" not in cols else set())
+    )
+    accounts = parts.accounts
+    usage_logs = parts.usage
+    if "day" in accounts.columns:
+        accounts = _merge_accounts([accounts])
+    if "day" in usage_logs.columns:
+        usage_logs = _merge_usage([usage_logs])
+    usage_logs = usage_logs.with_columns(
+        n_variants=pl.when(pl.col("kind") == "template").then(sketch_count(pl.col("variants")))
+    )
+    created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
     usage_parts = [usage_logs]
     for kind in acct_kinds:
         usage_parts.append(
@@ -316,31 +409,29 @@ def extract(source: Source) -> Evidence:
     usage = pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts]).sort(
         "kind", "value", "account_id"
     )
-    keep = [
-        "account_id",
-        "n_requests",
-        "first_seen",
-        "last_seen",
-        "input_tokens",
-        "output_tokens",
-        "n_prompts",
-        "n_cot",
-        "n_grading",
-        "n_coding",
-        "n_tool",
-        "org_id",
-        "created_at",
-        "email",
-    ]
-    accounts = accounts.select([c for c in keep if c in accounts.columns])
-    counts = malformed_df.row(0, named=True)
-    rows = int(counts.pop("rows"))
+    accounts = accounts.select(
+        [
+            pl.col(c) if c in accounts.columns else pl.lit(None, pl.String).alias(c)
+            for c in ACCOUNT_COLUMNS
+            if c in accounts.columns or c == "org_id"
+        ]
+    )
+    counts = dict(parts.counts)
+    rows = int(counts.pop("rows", 0))
     return Evidence(
         usage=usage,
-        activity=activity.sort("account_id", "slot"),
+        activity=parts.activity.sort("account_id", "slot"),
         accounts=accounts.sort("account_id"),
         rows=rows,
-        malformed={k: int(v) for k, v in counts.items() if v},
-        columns=tuple(sorted(cols)),
+        malformed={k: v for k, v in counts.items() if v},
+        columns=parts.columns,
         unused_signals=tuple(unused),
     )
+
+
+def extract(source: Source) -> Evidence:
+    """Read the rows of ``source`` and build the evidence tables.
+
+    Signals whose columns are absent are listed in ``unused_signals``.
+    """
+    return finish(extract_parts(source))

@@ -6,6 +6,9 @@ import click
 
 from distill_forensics import __version__
 from distill_forensics.cli.cluster import cluster
+from distill_forensics.cli.extract import extract
+from distill_forensics.cli.graph import graph
+from distill_forensics.cli.indicators import indicators
 from distill_forensics.cli.simulate import simulate
 
 
@@ -21,4 +24,7 @@ def main() -> None:
 
 
 main.add_command(cluster)
+main.add_command(extract)
+main.add_command(graph)
+main.add_command(indicators)
 main.add_command(simulate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import sys
 
 import click
@@ -10,9 +12,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.cli.common import (
+    Status,
+    handle_errors,
+    input_options_or_evidence,
+    resolve_inputs,
+)
 from distill_forensics.errors import EXIT_FINDINGS
-from distill_forensics.pipeline import ClusterResult, Options, run_cluster
+from distill_forensics.errors import InputError
+from distill_forensics.evidence import read_evidence
+from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
 from distill_forensics.write import check_output, to_csv_text, to_json_text, write_table
 
@@ -20,7 +29,17 @@ FORMATS = ("table", "csv", "json")
 
 
 @click.command()
-@input_options
+@input_options_or_evidence
+@click.option(
+    "--evidence",
+    type=click.Path(file_okay=False),
+    help="Cluster an evidence store written by `extract` instead of raw LOGS.",
+)
+@click.option(
+    "--window",
+    metavar="DAYS",
+    help="With --evidence: the last DAYS days of the store (e.g. 30d), up to --to.",
+)
 @click.option(
     "--top",
     type=click.IntRange(min=0),
@@ -78,6 +97,8 @@ FORMATS = ("table", "csv", "json")
 @handle_errors
 def cluster(
     logs: tuple[str, ...],
+    evidence: str | None,
+    window: str | None,
     accounts: str | None,
     column: tuple[str, ...],
     config: str | None,
@@ -102,7 +123,12 @@ def cluster(
         distill-forensics cluster sample_logs/logs.parquet --accounts sample_logs/accounts.parquet
         distill-forensics cluster 'exports/day=*/' --accounts billing.csv -o report.csv \\
             --members members.parquet --fail-on-findings --quiet
+        distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
+    if bool(logs) == bool(evidence):
+        raise InputError("give either LOGS or --evidence DIR (one of them, not both)")
+    if window and not evidence:
+        raise InputError("--window goes with --evidence; for raw LOGS use --from/--to")
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
     inputs = [*logs, *([accounts] if accounts else [])]
@@ -112,7 +138,18 @@ def cluster(
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
     with status.running("reading logs…"):
-        result = run_cluster(list(logs), accounts, options=options, progress=status.stage, **kwargs)
+        if evidence:
+            until = kwargs["time_to"]
+            ev = read_evidence(
+                evidence,
+                window_days=parse_window(window) if window else None,
+                until=(until - dt.timedelta(microseconds=1)).date() if until else None,
+            )
+            result = analyze(ev, options, progress=status.stage)
+        else:
+            result = run_cluster(
+                list(logs), accounts, options=options, progress=status.stage, **kwargs
+            )
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
     )
@@ -154,6 +191,14 @@ def _cells(row: dict) -> list[str]:
         score,
         row["reasons"] or "",
     ]
+
+
+def parse_window(text: str) -> int:
+    """``30d`` or ``30`` -> 30 days."""
+    m = re.fullmatch(r"\s*(\d+)\s*d?\s*", text)
+    if not m or int(m.group(1)) < 1:
+        raise InputError(f"--window {text!r}: give a number of days, e.g. --window 30d")
+    return int(m.group(1))
 
 
 def render_table(report: pl.DataFrame) -> None:

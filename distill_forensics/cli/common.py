@@ -98,9 +98,18 @@ def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def input_options(func: F) -> F:
-    """The input options every analysis command shares."""
+    """The input options every analysis command shares (LOGS required)."""
+    return _input_options(func, logs_required=True)
+
+
+def input_options_or_evidence(func: F) -> F:
+    """The shared input options with LOGS optional (the command can read evidence instead)."""
+    return _input_options(func, logs_required=False)
+
+
+def _input_options(func: F, *, logs_required: bool) -> F:
     decorators = [
-        click.argument("logs", nargs=-1, required=True),
+        click.argument("logs", nargs=-1, required=logs_required),
         click.option(
             "--accounts",
             "accounts",

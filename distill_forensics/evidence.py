@@ -1,0 +1,158 @@
+"""The evidence store: one folder per day of mergeable evidence, for nightly jobs.
+
+``write_evidence`` extracts a day's (or several days') logs into
+``DIR/day=YYYY-MM-DD/`` folders; extracting the same day again replaces that
+day only, atomically. ``read_evidence`` merges the days of a window into the
+same :class:`~distill_forensics.extract.Evidence` that extracting the raw logs
+of that window gives (every table is made of sums, minima, maxima and bottom-k
+sketches, so merging is exact), without reading raw logs again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from distill_forensics.errors import InputError
+from distill_forensics.extract import (
+    SLOT_SECONDS,
+    Evidence,
+    Parts,
+    extract_parts,
+    finish,
+    merge_parts,
+)
+from distill_forensics.read import Source
+
+TABLES = ("usage", "activity", "accounts")
+PREFIX = "day="
+FORMAT_VERSION = 1
+
+
+def _day_of_slot() -> pl.Expr:
+    return (pl.col("slot") * SLOT_SECONDS // 86400).cast(pl.Int32).cast(pl.Date)
+
+
+def write_evidence(source: Source, out_dir: str | Path) -> list[dt.date]:
+    """Extract ``source`` into one evidence folder per day under ``out_dir``.
+
+    Returns the days written. A day already in the store is replaced whole.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a directory for the evidence store")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the evidence directory ({exc.strerror})") from None
+    parts = extract_parts(source, by_day=True)
+    per_day_rows = (
+        source.frame.filter(pl.col("timestamp").is_not_null())
+        .group_by(day=pl.col("timestamp").dt.date())
+        .agg(
+            pl.len().alias("rows"),
+            (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
+            pl.col("_ip_invalid").sum().alias("invalid_ip"),
+            pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
+        )
+        .collect()
+    )
+    activity = parts.activity.with_columns(day=_day_of_slot())
+    days = sorted(set(per_day_rows.get_column("day").to_list()))
+    for day in days:
+        counts = per_day_rows.filter(pl.col("day") == day).drop("day").row(0, named=True)
+        tables = {
+            "usage": parts.usage.filter(pl.col("day") == day).drop("day"),
+            "activity": activity.filter(pl.col("day") == day).drop("day"),
+            "accounts": parts.accounts.filter(pl.col("day") == day).drop("day"),
+        }
+        meta = {
+            "format": FORMAT_VERSION,
+            "day": day.isoformat(),
+            "columns": list(parts.columns),
+            "counts": {k: int(v or 0) for k, v in counts.items()},
+        }
+        _replace_day(out, day, tables, meta)
+    return days
+
+
+def _replace_day(out: Path, day: dt.date, tables: dict[str, pl.DataFrame], meta: dict) -> None:
+    final = out / f"{PREFIX}{day.isoformat()}"
+    tmp = out / f".{final.name}.tmp-{os.getpid()}"
+    old = out / f".{final.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, df in tables.items():
+            df.write_parquet(tmp / f"{name}.parquet")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def evidence_days(store: str | Path) -> list[dt.date]:
+    """The days present in an evidence store, oldest first."""
+    root = Path(store)
+    if not root.is_dir():
+        raise InputError(
+            f"{root}: no evidence store here; create one with `distill-forensics extract LOGS -o {root}`"
+        )
+    days = []
+    for child in root.iterdir():
+        if child.is_dir() and child.name.startswith(PREFIX) and (child / "meta.json").exists():
+            try:
+                days.append(dt.date.fromisoformat(child.name[len(PREFIX) :]))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def read_evidence(
+    store: str | Path, *, window_days: int | None = None, until: dt.date | None = None
+) -> Evidence:
+    """Merge the days of a window (the last ``window_days`` up to ``until``) into evidence.
+
+    Without ``until`` the window ends on the newest day in the store; without
+    ``window_days`` every day up to ``until`` is used.
+    """
+    root = Path(store)
+    days = evidence_days(root)
+    if until is not None:
+        days = [d for d in days if d <= until]
+    if not days:
+        raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
+    if window_days is not None:
+        first = days[-1] - dt.timedelta(days=window_days - 1)
+        days = [d for d in days if d >= first]
+    parts = []
+    for day in days:
+        folder = root / f"{PREFIX}{day.isoformat()}"
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise InputError(
+                f"{folder}: evidence format {meta.get('format')} is not {FORMAT_VERSION}; "
+                "extract that day again"
+            )
+        tables = {name: pl.read_parquet(folder / f"{name}.parquet") for name in TABLES}
+        parts.append(
+            Parts(
+                tables["usage"].with_columns(day=pl.lit(day)),
+                tables["activity"],
+                tables["accounts"].with_columns(day=pl.lit(day)),
+                {k: int(v) for k, v in meta["counts"].items()},
+                tuple(meta["columns"]),
+            )
+        )
+    return finish(merge_parts(parts))

@@ -1,0 +1,348 @@
+"""The account graph of a run as a networkx graph, for Gephi, Cytoscape or a notebook.
+
+Nodes are clustered accounts carrying their cluster's id, rank, score and
+verdict; edges are the links the run found between them, with the kinds of
+evidence that made each link and the attribute values the two accounts share.
+A bipartite view adds one node per shared attribute value (an IP, a card, a
+prompt template) joined to the accounts that used it, which shows at a glance
+the infrastructure a campaign runs on.
+
+Files are GraphML or GEXF by extension, written atomically. Attribute values
+are always str, int, float or bool (never missing), so every tool reads the
+same columns for every node and edge.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+import networkx as nx
+import polars as pl
+
+from distill_forensics.errors import InputError
+from distill_forensics.link import ACCOUNT_LEVEL_KINDS, DEFAULT_KIND_WEIGHTS
+from distill_forensics.pipeline import ClusterResult
+from distill_forensics.score import MEANINGFUL_LINK
+
+__all__ = ["GRAPH_FORMATS", "SHARED_PER_KIND", "build_graph", "graph_format", "write_graph"]
+
+GRAPH_FORMATS: dict[str, str] = {".graphml": "graphml", ".gexf": "gexf"}
+"""Graph file name ending -> format."""
+
+SHARED_PER_KIND = 5
+"""Shared values listed per kind on an edge, rarest first."""
+
+VALUE_KINDS: tuple[str, ...] = tuple(k for k in DEFAULT_KIND_WEIGHTS if k != "sync")
+"""Kinds of attribute value that link accounts (the model an account calls does not)."""
+
+LABEL_CHARS = 60
+"""Longest label of a value node; its id keeps the whole value."""
+
+# Characters XML 1.0 cannot carry; user agents are attacker-controlled text.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _included_members(result: ClusterResult, cluster_id: str | None) -> pl.DataFrame:
+    members = result.members
+    if cluster_id is None:
+        return members
+    known = result.clusters.get_column("cluster_id")
+    if not known.is_in([cluster_id]).any():
+        raise InputError(
+            f"--cluster {cluster_id}: no such cluster in this run; "
+            "list the cluster ids with `distill-forensics cluster` on the same input"
+        )
+    return members.filter(pl.col("cluster_id") == cluster_id)
+
+
+def _account_nodes(members: pl.DataFrame) -> pl.DataFrame:
+    org = pl.col("org_id").fill_null("") if "org_id" in members.columns else pl.lit("")
+    return members.sort("rank", "account_id").select(
+        pl.col("account_id").alias("id"),
+        pl.lit("account").alias("type"),
+        pl.col("account_id").alias("label"),
+        pl.col("cluster_id").fill_null(""),
+        pl.col("rank").fill_null(0).cast(pl.Int64),
+        pl.col("score").fill_null(0.0).cast(pl.Float64).round(2),
+        pl.col("suspected").fill_null(False),
+        pl.col("n_requests").fill_null(0).cast(pl.Int64),
+        org.alias("org_id"),
+    )
+
+
+def _kinds_text(edges: pl.DataFrame) -> pl.Expr:
+    """Comma-joined kinds that contribute a meaningful weight to each link."""
+    wcols = sorted(c for c in edges.columns if c.startswith("w_"))
+    if not wcols:
+        return pl.lit("")
+    return pl.concat_str(
+        [pl.when(pl.col(c) >= MEANINGFUL_LINK).then(pl.lit(c[2:])) for c in wcols],
+        separator=",",
+        ignore_nulls=True,
+    ).fill_null("")
+
+
+def _usage(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
+    """(account_id, kind, value, n_requests) of the included accounts, linking kinds only."""
+    return (
+        result.evidence.usage.filter(pl.col("kind").is_in(VALUE_KINDS))
+        .join(accounts.select("account_id"), on="account_id", how="semi")
+        .select("account_id", "kind", "value", "n_requests")
+    )
+
+
+def _shared_values(
+    pairs: pl.DataFrame, usage: pl.DataFrame, rarity: pl.DataFrame, per_kind: int
+) -> pl.DataFrame:
+    """Per pair ``(a, b)``: the values both used, as ``kind=value; ...``, rarest first per kind.
+
+    ``rarity`` holds ``(kind, value, n_accounts)``; values no one else shares sort first.
+    """
+    mine = usage.select(pl.col("account_id").alias("a"), "kind", "value")
+    theirs = usage.select(pl.col("account_id").alias("b"), "kind", "value")
+    both = (
+        pairs.select("a", "b")
+        .join(mine, on="a")
+        .join(theirs, on=["b", "kind", "value"], how="semi")
+        .join(rarity.select("kind", "value", "n_accounts"), on=["kind", "value"], how="left")
+        .sort("a", "b", "kind", "n_accounts", "value", nulls_last=True)
+    )
+    return (
+        both.group_by("a", "b", "kind", maintain_order=True)
+        .head(per_kind)
+        .group_by("a", "b", maintain_order=True)
+        .agg(pl.concat_str("kind", pl.lit("="), "value").str.join("; ").alias("shared"))
+    )
+
+
+def _link_edges(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
+    ids = accounts.select("account_id")
+    edges = (
+        result.links.edges.join(ids.rename({"account_id": "a"}), on="a", how="semi")
+        .join(ids.rename({"account_id": "b"}), on="b", how="semi")
+        .sort("a", "b")
+    )
+    usage = _usage(result, accounts)
+    shared = _shared_values(edges, usage, result.links.value_stats, SHARED_PER_KIND)
+    return (
+        edges.select(
+            "a",
+            "b",
+            pl.lit("link").alias("relation"),
+            pl.col("weight").cast(pl.Float64).round(4),
+            _kinds_text(edges).alias("kinds"),
+            pl.col("same_org").fill_null(False),
+        )
+        .join(shared, on=["a", "b"], how="left", maintain_order="left")
+        .with_columns(pl.col("shared").fill_null(""))
+    )
+
+
+def _value_layer(result: ClusterResult, nodes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Value nodes (shared by two or more included accounts) and account-value edges."""
+    accounts = nodes.select(pl.col("id").alias("account_id"), "cluster_id")
+    usage = _usage(result, accounts).join(accounts, on="account_id")
+    counts = usage.group_by("kind", "value").agg(
+        pl.len().cast(pl.Int64).alias("n_accounts"),
+        pl.col("n_requests").sum().cast(pl.Int64),
+        pl.col("cluster_id").n_unique().alias("_n_clusters"),
+        pl.col("cluster_id").min().alias("_cluster"),
+    )
+    counts = counts.filter(pl.col("n_accounts") >= 2)
+    # A value used within one cluster only takes that cluster's colours in a viewer.
+    cluster_info = result.clusters.select(
+        pl.col("cluster_id").alias("_cluster"),
+        pl.col("rank").cast(pl.Int64).alias("_rank"),
+        pl.col("score").cast(pl.Float64).round(2).alias("_score"),
+        pl.col("suspected").alias("_suspected"),
+    )
+    one = pl.col("_n_clusters") == 1
+    value_id = pl.concat_str("kind", pl.lit(":"), "value")
+    label = pl.concat_str("kind", pl.lit("="), "value")
+    value_nodes = (
+        counts.join(cluster_info, on="_cluster", how="left")
+        .sort("kind", "value")
+        .select(
+            value_id.alias("id"),
+            pl.lit("value").alias("type"),
+            pl.when(label.str.len_chars() > LABEL_CHARS)
+            .then(label.str.slice(0, LABEL_CHARS - 1) + "…")
+            .otherwise(label)
+            .alias("label"),
+            pl.when(one).then(pl.col("_cluster")).otherwise(pl.lit("")).alias("cluster_id"),
+            pl.when(one).then(pl.col("_rank")).otherwise(0).fill_null(0).alias("rank"),
+            pl.when(one).then(pl.col("_score")).otherwise(0.0).fill_null(0.0).alias("score"),
+            pl.when(one)
+            .then(pl.col("_suspected"))
+            .otherwise(False)
+            .fill_null(False)
+            .alias("suspected"),
+            "n_requests",
+            pl.lit("").alias("org_id"),
+            "kind",
+            "n_accounts",
+        )
+    )
+    # Weight of an account-value edge: how central the value is to the account,
+    # the share of its requests (of its prompts, for templates) that used it.
+    totals = result.evidence.accounts.select(
+        "account_id",
+        pl.col("n_requests").cast(pl.Float64).alias("_total"),
+        pl.col("n_prompts").cast(pl.Float64).alias("_prompts"),
+    )
+    share = (
+        pl.when(pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)))
+        .then(1.0)
+        .when(pl.col("kind") == "template")
+        .then(pl.col("n_requests") / pl.col("_prompts").clip(1.0))
+        .otherwise(pl.col("n_requests") / pl.col("_total").clip(1.0))
+        .clip(0.0, 1.0)
+        .fill_null(1.0)
+    )
+    uses = (
+        usage.join(counts.select("kind", "value"), on=["kind", "value"], how="semi")
+        .join(totals, on="account_id", how="left")
+        .sort("account_id", "kind", "value")
+        .select(
+            pl.col("account_id").alias("a"),
+            value_id.alias("b"),
+            pl.lit("uses").alias("relation"),
+            share.round(4).alias("weight"),
+            pl.col("kind").alias("kinds"),
+            pl.lit(False).alias("same_org"),
+            label.alias("shared"),
+        )
+    )
+    return value_nodes, uses
+
+
+def build_graph(
+    result: ClusterResult, cluster_id: str | None = None, bipartite: bool = False
+) -> nx.Graph:
+    """The clustered accounts and their links as an undirected graph.
+
+    With ``cluster_id``, only that cluster's members and the links among them
+    (an unknown id raises :class:`InputError`). With ``bipartite``, one node per
+    attribute value shared by two or more of those accounts (id ``kind:value``,
+    ``type="value"``) is added and joined to the accounts that used it.
+
+    Every node has ``type, label, cluster_id, rank, score, suspected, n_requests,
+    org_id`` (plus ``kind, n_accounts`` when bipartite); every edge has
+    ``relation`` (``link`` or ``uses``), ``weight``, ``kinds``, ``same_org`` and
+    ``shared``. Account-account links list their shared values as
+    ``kind=value; ...``, at most five per kind, rarest first.
+
+    >>> g = build_graph(result, "C-c2ec3c88f4")  # doctest: +SKIP
+    >>> g.nodes["acct_0044..."]["cluster_id"]  # doctest: +SKIP
+    'C-c2ec3c88f4'
+    """
+    members = _included_members(result, cluster_id)
+    nodes = _account_nodes(members)
+    edges = _link_edges(result, members)
+    if bipartite:
+        value_nodes, uses = _value_layer(result, nodes)
+        nodes = pl.concat(
+            [
+                nodes.with_columns(
+                    pl.lit("").alias("kind"), pl.lit(1, pl.Int64).alias("n_accounts")
+                ),
+                value_nodes,
+            ],
+            how="vertical_relaxed",
+        )
+        edges = pl.concat([edges, uses.select(edges.columns)], how="vertical_relaxed")
+
+    graph = nx.Graph()
+    graph.graph["name"] = f"distill-forensics {cluster_id}" if cluster_id else "distill-forensics"
+    graph.add_nodes_from((row.pop("id"), row) for row in nodes.iter_rows(named=True))
+    graph.add_edges_from((row.pop("a"), row.pop("b"), row) for row in edges.iter_rows(named=True))
+    return graph
+
+
+def graph_format(path: str | Path) -> str:
+    """The format a graph file name asks for (``graphml`` or ``gexf``), else InputError."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in GRAPH_FORMATS:
+        endings = " or ".join(GRAPH_FORMATS)
+        raise InputError(
+            f"{path}: unknown graph file type {suffix or '(none)'!r}; name it with {endings}"
+        )
+    return GRAPH_FORMATS[suffix]
+
+
+def _xml_text(value: Any) -> Any:
+    return _XML_INVALID.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+def _xml_safe(graph: nx.Graph) -> nx.Graph:
+    """A copy whose ids and texts hold only characters XML 1.0 can carry."""
+    out = nx.Graph()
+    out.graph.update({k: _xml_text(v) for k, v in graph.graph.items()})
+    out.add_nodes_from(
+        (_xml_text(n), {k: _xml_text(v) for k, v in d.items()}) for n, d in graph.nodes(data=True)
+    )
+    out.add_edges_from(
+        (_xml_text(u), _xml_text(v), {k: _xml_text(x) for k, x in d.items()})
+        for u, v, d in graph.edges(data=True)
+    )
+    return out
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o666 & ~mask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_graph(graph: nx.Graph, path: str | Path) -> None:
+    """Write ``graph`` as GraphML or GEXF, chosen by the file name, atomically.
+
+    >>> write_graph(build_graph(result), "net.graphml")  # doctest: +SKIP
+    """
+    fmt = graph_format(path)
+    safe = _xml_safe(graph)
+    if fmt == "graphml":
+        write_atomic(path, lambda fh: nx.write_graphml(safe, fh))
+    else:
+        data = _gexf_bytes(safe)
+        write_atomic(path, lambda fh: fh.write(data))
+
+
+def _gexf_bytes(graph: nx.Graph) -> bytes:
+    """GEXF without the writer's "last modified" date: the same graph gives the same bytes."""
+    text = "\n".join(nx.generate_gexf(graph))
+    text = re.sub(r'(<meta)\s+lastmodifieddate="[^"]*"', r"\1", text, count=1)
+    return ("<?xml version='1.0' encoding='utf-8'?>\n" + text + "\n").encode("utf-8")

@@ -1,0 +1,191 @@
+"""The account graph: GraphML and GEXF round trips, --cluster, --bipartite, errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import networkx as nx
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from distill_forensics.cli.graph import graph
+from distill_forensics.errors import EXIT_INPUT, InputError
+from distill_forensics.graph import SHARED_PER_KIND, build_graph, write_graph
+from distill_forensics.pipeline import ClusterResult, run_cluster
+from distill_forensics.score import MEANINGFUL_LINK
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = str(ROOT / "sample_logs" / "logs.parquet")
+ACCOUNTS = str(ROOT / "sample_logs" / "accounts.parquet")
+
+ACCOUNT_ATTRS = {
+    "type": str,
+    "label": str,
+    "cluster_id": str,
+    "rank": int,
+    "score": float,
+    "suspected": bool,
+    "n_requests": int,
+    "org_id": str,
+}
+BIPARTITE_ATTRS = {**ACCOUNT_ATTRS, "kind": str, "n_accounts": int}
+EDGE_ATTRS = {"relation": str, "weight": float, "kinds": str, "same_org": bool, "shared": str}
+READERS = {".graphml": nx.read_graphml, ".gexf": nx.read_gexf}
+
+
+@pytest.fixture(scope="module")
+def result() -> ClusterResult:
+    return run_cluster(LOGS, ACCOUNTS)
+
+
+@pytest.fixture
+def cached(monkeypatch: pytest.MonkeyPatch, result: ClusterResult) -> ClusterResult:
+    """The command reuses the module's run instead of running the pipeline again."""
+    monkeypatch.setattr(
+        sys.modules["distill_forensics.cli.graph"], "run_cluster", lambda *a, **k: result
+    )
+    return result
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(graph, [LOGS, "--accounts", ACCOUNTS, *args])
+
+
+def _top_cluster(result: ClusterResult) -> str:
+    return str(result.suspected.get_column("cluster_id")[0])
+
+
+def _assert_attrs(g: nx.Graph, node_attrs: dict[str, type]) -> None:
+    for node, data in g.nodes(data=True):
+        for name, kind in node_attrs.items():
+            assert type(data.get(name)) is kind, (node, name, data.get(name))
+    for u, v, data in g.edges(data=True):
+        for name, kind in EDGE_ATTRS.items():
+            assert type(data.get(name)) is kind, (u, v, name, data.get(name))
+
+
+def test_graphml_from_the_command_loads_back_with_every_attribute(tmp_path, result):
+    out = tmp_path / "net.graphml"
+    run = _invoke("-o", str(out), "--quiet")
+    assert run.exit_code == 0, run.output
+    assert run.output == ""
+    g = nx.read_graphml(out)
+    _assert_attrs(g, ACCOUNT_ATTRS)
+    assert set(g.nodes) == set(result.members.get_column("account_id"))
+    assert g.number_of_edges() > 0
+    assert {d["relation"] for _, _, d in g.edges(data=True)} == {"link"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.graphml"]
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf"])
+def test_bipartite_cluster_round_trips_in_both_formats(tmp_path, cached, suffix):
+    out = tmp_path / f"c{suffix}"
+    run = _invoke("-o", str(out), "--cluster", _top_cluster(cached), "--bipartite")
+    assert run.exit_code == 0, run.output
+    g = READERS[suffix](out)
+    _assert_attrs(g, BIPARTITE_ATTRS)
+    assert {d["type"] for _, d in g.nodes(data=True)} == {"account", "value"}
+    assert {d["relation"] for _, _, d in g.edges(data=True)} == {"link", "uses"}
+
+
+def test_cluster_restricts_to_its_members_and_their_links(cached):
+    cid = _top_cluster(cached)
+    g = build_graph(cached, cluster_id=cid)
+    members = set(
+        cached.members.filter(pl.col("cluster_id") == cid).get_column("account_id").to_list()
+    )
+    assert set(g.nodes) == members
+    assert {d["cluster_id"] for _, d in g.nodes(data=True)} == {cid}
+    inside = cached.links.edges.filter(pl.col("a").is_in(members) & pl.col("b").is_in(members))
+    assert g.number_of_edges() == inside.height
+    assert all(u in members and v in members for u, v in g.edges)
+
+
+def test_edges_carry_their_kinds_and_only_values_both_accounts_used(cached):
+    g = build_graph(cached, cluster_id=_top_cluster(cached))
+    usage = cached.evidence.usage
+    edges = cached.links.edges
+    for u, v, data in list(g.edges(data=True))[:40]:
+        a, b = sorted((u, v))
+        row = edges.filter((pl.col("a") == a) & (pl.col("b") == b)).row(0, named=True)
+        want = [c[2:] for c in sorted(edges.columns) if c.startswith("w_")]
+        assert data["kinds"] == ",".join(k for k in want if row[f"w_{k}"] >= MEANINGFUL_LINK)
+        assert data["shared"], (u, v)
+        per_kind: dict[str, int] = {}
+        for item in data["shared"].split("; "):
+            kind, value = item.split("=", 1)
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+            users = usage.filter((pl.col("kind") == kind) & (pl.col("value") == value))
+            assert {u, v} <= set(users.get_column("account_id").to_list()), item
+        assert max(per_kind.values()) <= SHARED_PER_KIND
+
+
+def test_bipartite_value_nodes_join_the_accounts_that_used_them(cached):
+    cid = _top_cluster(cached)
+    g = build_graph(cached, cluster_id=cid, bipartite=True)
+    values = [n for n, d in g.nodes(data=True) if d["type"] == "value"]
+    assert values
+    for node in values:
+        data = g.nodes[node]
+        assert node.startswith(data["kind"] + ":")
+        neighbours = list(g.neighbors(node))
+        assert data["n_accounts"] == len(neighbours) >= 2
+        assert all(g.nodes[n]["type"] == "account" for n in neighbours)
+    plain = build_graph(cached, cluster_id=cid)
+    assert set(plain.nodes) == {n for n, d in g.nodes(data=True) if d["type"] == "account"}
+
+
+def test_unknown_cluster_exits_2_with_one_line(tmp_path, cached):
+    out = tmp_path / "net.graphml"
+    run = _invoke("-o", str(out), "--cluster", "C-0000000000")
+    assert run.exit_code == EXIT_INPUT
+    assert run.output.count("\n") == 1
+    assert run.output.startswith("error: --cluster C-0000000000: no such cluster")
+    assert "distill-forensics cluster" in run.output
+    assert not out.exists()
+
+
+def test_unknown_file_type_fails_before_the_run(tmp_path, monkeypatch):
+    def never(*_a, **_k):
+        raise AssertionError("the pipeline ran")
+
+    monkeypatch.setattr(sys.modules["distill_forensics.cli.graph"], "run_cluster", never)
+    run = _invoke("-o", str(tmp_path / "net.dot"))
+    assert run.exit_code == EXIT_INPUT
+    assert run.output == (
+        f"error: {tmp_path / 'net.dot'}: unknown graph file type '.dot'; "
+        "name it with .graphml or .gexf\n"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf"])
+def test_same_graph_same_bytes(tmp_path, cached, suffix):
+    g = build_graph(cached, cluster_id=_top_cluster(cached), bipartite=True)
+    write_graph(g, tmp_path / f"one{suffix}")
+    write_graph(
+        build_graph(cached, cluster_id=_top_cluster(cached), bipartite=True),
+        tmp_path / f"two{suffix}",
+    )
+    assert (tmp_path / f"one{suffix}").read_bytes() == (tmp_path / f"two{suffix}").read_bytes()
+
+
+def test_text_xml_cannot_carry_is_replaced(tmp_path):
+    g = nx.Graph()
+    g.add_node("a\x00b", label="ua\x1b[31m", rank=1)
+    g.add_edge("a\x00b", "c", shared="ua=x\x07y", weight=1.0)
+    for suffix, read in READERS.items():
+        write_graph(g, tmp_path / f"g{suffix}")
+        back = read(tmp_path / f"g{suffix}")
+        assert back.nodes["a\ufffdb"]["label"] == "ua\ufffd[31m"
+        assert back.edges["a\ufffdb", "c"]["shared"] == "ua=x\ufffdy"
+
+
+def test_missing_directory_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_graph(nx.Graph(), tmp_path / "no" / "net.graphml")
+
+
+def test_help_has_examples():
+    assert graph.help and "Example" in graph.help
