@@ -107,7 +107,8 @@ def evidence_days(store: str | Path) -> list[dt.date]:
     root = Path(store)
     if not root.is_dir():
         raise InputError(
-            f"{root}: no evidence store here; create one with `distill-forensics extract LOGS -o {root}`"
+            f"{root}: no evidence store here; create one with "
+            f"`distill-forensics extract LOGS -o {root}`"
         )
     days = []
     for child in root.iterdir():

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from distill_forensics.cluster import ClusterOptions, cluster
+from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
 from distill_forensics.read import read_logs
@@ -50,8 +51,13 @@ def analyze(
     options: Options | None = None,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    previous: pl.DataFrame | None = None,
 ) -> ClusterResult:
-    """Link, cluster and score already extracted evidence."""
+    """Link, cluster and score already extracted evidence.
+
+    With ``previous`` (last night's members: account_id, cluster_id), clusters
+    that hold mostly the same accounts keep last night's ids.
+    """
     opt = options or Options()
     t = timings if timings is not None else {}
     note = progress or (lambda _stage: None)
@@ -69,6 +75,10 @@ def analyze(
     note("score")
     t0 = time.perf_counter()
     clusters, members = score(evidence, links, membership, opt.score)
+    if previous is not None:
+        mapping = carry_ids(members, previous)
+        clusters = apply_ids(clusters, mapping)
+        members = apply_ids(members, mapping)
     t["score"] = time.perf_counter() - t0
     return ClusterResult(clusters, members, evidence, links, t)
 
@@ -82,6 +92,7 @@ def run_cluster(
     time_to: datetime | None = None,
     options: Options | None = None,
     progress: Progress | None = None,
+    previous: pl.DataFrame | None = None,
 ) -> ClusterResult:
     """Run the whole job on log files, the library twin of ``distill-forensics cluster``.
 
@@ -102,4 +113,4 @@ def run_cluster(
     t0 = time.perf_counter()
     evidence = extract(source)
     timings["extract"] = time.perf_counter() - t0
-    return analyze(evidence, options, progress, timings)
+    return analyze(evidence, options, progress, timings, previous)

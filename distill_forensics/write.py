@@ -16,8 +16,8 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
-from contextlib import suppress
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -252,3 +252,22 @@ def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -
         with suppress(OSError):
             tmp.unlink()
         raise
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read back a report this tool wrote (.csv, .csv.gz, .json, .jsonl, .parquet)."""
+    path = Path(path)
+    kind = _format_for(path, None)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; give a report written by this tool")
+    try:
+        if kind == "parquet":
+            return pl.read_parquet(path)
+        if kind in ("csv", "csv.gz"):
+            return pl.read_csv(path, infer_schema_length=10_000)
+        if kind == "jsonl":
+            return pl.read_ndjson(path)
+        return pl.read_json(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read this report ({reason})") from None

@@ -18,12 +18,11 @@ from distill_forensics.cli.common import (
     input_options_or_evidence,
     resolve_inputs,
 )
-from distill_forensics.errors import EXIT_FINDINGS
-from distill_forensics.errors import InputError
+from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import read_evidence
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import check_output, to_csv_text, to_json_text, write_table
+from distill_forensics.write import check_output, read_table, to_csv_text, to_json_text, write_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -34,6 +33,11 @@ FORMATS = ("table", "csv", "json")
     "--evidence",
     type=click.Path(file_okay=False),
     help="Cluster an evidence store written by `extract` instead of raw LOGS.",
+)
+@click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, exists=False),
+    help="Last night's --members file: clusters with mostly the same accounts keep their ids.",
 )
 @click.option(
     "--window",
@@ -98,6 +102,7 @@ FORMATS = ("table", "csv", "json")
 def cluster(
     logs: tuple[str, ...],
     evidence: str | None,
+    previous: str | None,
     window: str | None,
     accounts: str | None,
     column: tuple[str, ...],
@@ -137,6 +142,7 @@ def cluster(
             check_output(path, inputs=inputs)
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
+    prior = read_table(previous) if previous else None
     with status.running("reading logs…"):
         if evidence:
             until = kwargs["time_to"]
@@ -145,10 +151,15 @@ def cluster(
                 window_days=parse_window(window) if window else None,
                 until=(until - dt.timedelta(microseconds=1)).date() if until else None,
             )
-            result = analyze(ev, options, progress=status.stage)
+            result = analyze(ev, options, progress=status.stage, previous=prior)
         else:
             result = run_cluster(
-                list(logs), accounts, options=options, progress=status.stage, **kwargs
+                list(logs),
+                accounts,
+                options=options,
+                progress=status.stage,
+                previous=prior,
+                **kwargs,
             )
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)

@@ -38,6 +38,11 @@ def handle_errors(func: F) -> F:
             fail("out of memory; narrow the input with --from/--to", EXIT_INTERNAL)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as exc:  # a bug, not a user mistake: still one line, no traceback
             if os.environ.get("DISTILL_FORENSICS_DEBUG"):
                 raise
