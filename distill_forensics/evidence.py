@@ -66,10 +66,15 @@ def write_evidence(source: Source, out_dir: str | Path) -> list[dt.date]:
     days = sorted(set(per_day_rows.get_column("day").to_list()))
     for day in days:
         counts = per_day_rows.filter(pl.col("day") == day).drop("day").row(0, named=True)
+        # Sorted, so the same day's logs always give the same bytes.
         tables = {
-            "usage": parts.usage.filter(pl.col("day") == day).drop("day"),
-            "activity": activity.filter(pl.col("day") == day).drop("day"),
-            "accounts": parts.accounts.filter(pl.col("day") == day).drop("day"),
+            "usage": parts.usage.filter(pl.col("day") == day)
+            .drop("day")
+            .sort("kind", "value", "account_id"),
+            "activity": activity.filter(pl.col("day") == day)
+            .drop("day")
+            .sort("account_id", "slot"),
+            "accounts": parts.accounts.filter(pl.col("day") == day).drop("day").sort("account_id"),
         }
         meta = {
             "format": FORMAT_VERSION,

@@ -1,0 +1,230 @@
+"""Nightly workflow: the evidence store, ids carried across nights, and diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from polars.testing import assert_frame_equal
+
+from distill_forensics.cli import main
+from distill_forensics.diff import carry_ids, diff_members
+from distill_forensics.errors import EXIT_FINDINGS, EXIT_INPUT
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
+LOGS = str(SAMPLE / "logs.parquet")
+ACCOUNTS = str(SAMPLE / "accounts.parquet")
+
+
+def _run(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evidence")
+    result = _run("extract", LOGS, "--accounts", ACCOUNTS, "-o", str(out), "-q")
+    assert result.exit_code == 0
+    return out
+
+
+def test_store_has_one_folder_per_day(store):
+    days = sorted(p.name for p in store.iterdir())
+    assert days[0] == "day=2026-03-01" and days[-1] == "day=2026-03-30" and len(days) == 30
+    assert sorted(p.name for p in (store / "day=2026-03-05").iterdir()) == [
+        "accounts.parquet",
+        "activity.parquet",
+        "meta.json",
+        "usage.parquet",
+    ]
+
+
+def test_evidence_window_equals_raw_logs_of_that_window(store, tmp_path):
+    a, b = tmp_path / "evidence.parquet", tmp_path / "raw.parquet"
+    ma, mb = tmp_path / "m_evidence.parquet", tmp_path / "m_raw.parquet"
+    assert (
+        _run(
+            "cluster",
+            "--evidence",
+            str(store),
+            "--window",
+            "12d",
+            "-o",
+            str(a),
+            "--members",
+            str(ma),
+            "-q",
+        ).exit_code
+        == 0
+    )
+    assert (
+        _run(
+            "cluster",
+            LOGS,
+            "--accounts",
+            ACCOUNTS,
+            "--from",
+            "2026-03-19",
+            "--to",
+            "2026-03-31",
+            "-o",
+            str(b),
+            "--members",
+            str(mb),
+            "-q",
+        ).exit_code
+        == 0
+    )
+    assert_frame_equal(pl.read_parquet(a), pl.read_parquet(b))
+    assert_frame_equal(pl.read_parquet(ma), pl.read_parquet(mb))
+    assert pl.read_parquet(a).filter(pl.col("suspected")).height >= 4
+
+
+def test_extracting_a_day_again_replaces_that_day_only(store, tmp_path):
+    day = pl.read_parquet(LOGS).filter(pl.col("timestamp").dt.day() == 30)
+    day.write_parquet(tmp_path / "day30.parquet")
+    before = {p.name: (p / "usage.parquet").read_bytes() for p in store.iterdir()}
+    stat_other = (store / "day=2026-03-29" / "usage.parquet").stat().st_mtime_ns
+    assert (
+        _run(
+            "extract",
+            str(tmp_path / "day30.parquet"),
+            "--accounts",
+            ACCOUNTS,
+            "-o",
+            str(store),
+            "-q",
+        ).exit_code
+        == 0
+    )
+    after = {p.name: (p / "usage.parquet").read_bytes() for p in store.iterdir()}
+    assert before == after  # the same day's rows give the same evidence
+    assert (store / "day=2026-03-29" / "usage.parquet").stat().st_mtime_ns == stat_other
+    assert not [p for p in store.iterdir() if p.name.startswith(".")]
+
+
+def test_window_without_evidence_is_an_input_error(tmp_path):
+    result = CliRunner().invoke(main, ["cluster", LOGS, "--window", "30d"])
+    assert result.exit_code == EXIT_INPUT
+    assert "--window goes with --evidence" in result.stderr
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(tmp_path / "none")])
+    assert result.exit_code == EXIT_INPUT
+    assert "no evidence store here" in result.stderr
+
+
+def test_ids_carry_over_when_the_anchor_leaves():
+    old = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "cluster_id": ["C-old"] * 4})
+    new = pl.DataFrame({"account_id": ["b", "c", "d", "e"], "cluster_id": ["C-new"] * 4})
+    assert carry_ids(new, old) == {"C-new": "C-old"}
+    # Only a minority of the new cluster was known: a new id.
+    new2 = pl.DataFrame({"account_id": ["d", "x", "y", "z"], "cluster_id": ["C-new"] * 4})
+    assert carry_ids(new2, old) == {}
+
+
+def test_ids_stable_across_two_nights_with_churn(tmp_path):
+    m1, m2 = tmp_path / "night1.parquet", tmp_path / "night2.parquet"
+    assert (
+        _run(
+            "cluster",
+            LOGS,
+            "--accounts",
+            ACCOUNTS,
+            "--to",
+            "2026-03-26",
+            "--members",
+            str(m1),
+            "-q",
+        ).exit_code
+        == 0
+    )
+    assert (
+        _run(
+            "cluster",
+            LOGS,
+            "--accounts",
+            ACCOUNTS,
+            "--from",
+            "2026-03-06",
+            "--previous",
+            str(m1),
+            "--members",
+            str(m2),
+            "-q",
+        ).exit_code
+        == 0
+    )
+    night1, night2 = pl.read_parquet(m1), pl.read_parquet(m2)
+    suspected = night2.filter(pl.col("suspected"))
+    checked = 0
+    for cid, part in suspected.group_by("cluster_id"):
+        before = night1.join(part.select("account_id"), on="account_id")
+        top = before.group_by("cluster_id").len().sort("len", descending=True).head(1)
+        if top.height and top["len"][0] > part.height / 2:
+            assert cid[0] == top["cluster_id"][0]
+            checked += 1
+    assert checked >= 4
+    churned = night1.join(night2, on="account_id", how="anti").height
+    assert churned > 0
+
+
+def _members(rows: dict[str, list[str]], scores: dict[str, float]) -> pl.DataFrame:
+    data = [(a, c, scores[c], scores[c] >= 50) for c, accs in rows.items() for a in accs]
+    return pl.DataFrame(
+        data, schema=["account_id", "cluster_id", "score", "suspected"], orient="row"
+    )
+
+
+def test_diff_names_every_kind_of_change(tmp_path):
+    old = _members(
+        {
+            "A": ["a1", "a2", "a3"],
+            "B": ["b1", "b2"],
+            "C": ["c1", "c2"],
+            "D": ["d1", "d2"],
+            "S": ["s1", "s2", "s3", "s4"],
+            "V": ["v1", "v2"],
+        },
+        {"A": 90, "B": 80, "C": 70, "D": 20, "S": 60, "V": 10},
+    )
+    new = _members(
+        {
+            "A": ["a1", "a2", "a3", "a4"],
+            "BC": ["b1", "b2", "c1", "c2"],
+            "D": ["d1"],
+            "S1": ["s1", "s2"],
+            "S2": ["s3", "s4"],
+            "N": ["n1", "n2"],
+        },
+        {"A": 95, "BC": 85, "D": 20, "S1": 60, "S2": 61, "N": 75},
+    )
+    changes = diff_members(old, new)
+    got = dict(zip(changes["cluster_id"], changes["change"], strict=True))
+    assert got["A"] == "grown" and got["BC"] == "merged" and got["D"] == "shrunk"
+    assert got["S"] == "split" and got["V"] == "vanished" and got["N"] == "new"
+    a = changes.filter(pl.col("cluster_id") == "A").row(0, named=True)
+    assert (a["n_old"], a["n_new"], a["n_joined"], a["score_change"]) == (3, 4, 1, 5.0)
+    old.write_parquet(tmp_path / "old.parquet")
+    new.write_parquet(tmp_path / "new.parquet")
+    result = CliRunner().invoke(
+        main,
+        ["diff", str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet"), "--fail-on-changes"],
+    )
+    assert result.exit_code == EXIT_FINDINGS
+    assert result.output.splitlines()[0].split()[:3] == ["change", "cluster", "related"]
+    same = CliRunner().invoke(
+        main,
+        ["diff", str(tmp_path / "old.parquet"), str(tmp_path / "old.parquet"), "--fail-on-changes"],
+    )
+    assert same.exit_code == 0
+
+
+def test_diff_rejects_files_that_are_not_member_reports(tmp_path):
+    pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "x.parquet")
+    result = CliRunner().invoke(
+        main, ["diff", str(tmp_path / "x.parquet"), str(tmp_path / "x.parquet")]
+    )
+    assert result.exit_code == EXIT_INPUT
+    assert "cluster --members" in result.stderr and result.stderr.count("\n") == 1
