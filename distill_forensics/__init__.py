@@ -14,8 +14,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from distill_forensics.cluster import ClusterOptions, cluster, cluster_id_for
+from distill_forensics.diff import carry_ids, diff_members
 from distill_forensics.errors import DistillForensicsError, InputError
+from distill_forensics.evidence import read_evidence, write_evidence
+from distill_forensics.explain import Explanation, explain
 from distill_forensics.extract import Evidence, extract
+from distill_forensics.graph import build_graph, write_graph
+from distill_forensics.indicators import indicators, to_stix
 from distill_forensics.link import LinkOptions, Links, link
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.read import Source, read_logs
@@ -27,6 +32,7 @@ __all__ = [
     "ClusterResult",
     "DistillForensicsError",
     "Evidence",
+    "Explanation",
     "InputError",
     "LinkOptions",
     "Links",
@@ -35,12 +41,21 @@ __all__ = [
     "Source",
     "__version__",
     "analyze",
+    "build_graph",
+    "carry_ids",
     "cluster",
     "cluster_id_for",
+    "diff_members",
+    "explain",
     "extract",
+    "indicators",
     "link",
+    "read_evidence",
     "read_logs",
     "run_cluster",
     "score",
+    "to_stix",
+    "write_evidence",
+    "write_graph",
     "write_table",
 ]

@@ -14,13 +14,9 @@ same columns for every node and edge.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import networkx as nx
 import polars as pl
@@ -29,6 +25,7 @@ from distill_forensics.errors import InputError
 from distill_forensics.link import ACCOUNT_LEVEL_KINDS, DEFAULT_KIND_WEIGHTS
 from distill_forensics.pipeline import ClusterResult
 from distill_forensics.score import MEANINGFUL_LINK
+from distill_forensics.write import write_atomic
 
 __all__ = ["GRAPH_FORMATS", "SHARED_PER_KIND", "build_graph", "graph_format", "write_graph"]
 
@@ -293,38 +290,6 @@ def _xml_safe(graph: nx.Graph) -> nx.Graph:
         for u, v, d in graph.edges(data=True)
     )
     return out
-
-
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give a file name")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def write_graph(graph: nx.Graph, path: str | Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -197,6 +197,40 @@ def _umask() -> int:
     return mask
 
 
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write a file through ``write(fh)`` into a temporary file renamed into place.
+
+    Readers see the old file or the whole new one, never a half-written file.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file private (0600); give it the usual permissions.
+        tmp.chmod(0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink()
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def check_output(
     path: str | Path, *, fmt: str | None = None, inputs: Sequence[str | Path] = ()
 ) -> str:
@@ -229,29 +263,7 @@ def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -
     """
     path = Path(path)
     kind = check_output(path, fmt=fmt)
-    parent = path.parent
-
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write(df, kind, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file private (0600); give it the usual permissions.
-        tmp.chmod(0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomic(path, lambda fh: _write(df, kind, fh))
 
 
 def read_table(path: str | Path) -> pl.DataFrame:

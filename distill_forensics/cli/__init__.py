@@ -7,6 +7,7 @@ import click
 from distill_forensics import __version__
 from distill_forensics.cli.cluster import cluster
 from distill_forensics.cli.diff import diff
+from distill_forensics.cli.explain import explain
 from distill_forensics.cli.extract import extract
 from distill_forensics.cli.graph import graph
 from distill_forensics.cli.indicators import indicators
@@ -26,6 +27,7 @@ def main() -> None:
 
 main.add_command(cluster)
 main.add_command(diff)
+main.add_command(explain)
 main.add_command(extract)
 main.add_command(graph)
 main.add_command(indicators)

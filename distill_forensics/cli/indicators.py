@@ -10,12 +10,11 @@ import click
 
 from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
 from distill_forensics.errors import InputError
-from distill_forensics.graph import write_atomic
 from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
 from distill_forensics.pipeline import Options, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import FORMATS, to_csv_text, write_table
+from distill_forensics.write import FORMATS, to_csv_text, write_atomic, write_table
 
 HASH_KEY_ENV = "DISTILL_FORENSICS_HASH_KEY"
 SHORT_KEY = 16

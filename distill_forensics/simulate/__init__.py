@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from distill_forensics.schema import ACCOUNT_SCHEMA, LOG_SCHEMA
 from distill_forensics.simulate.config import (
     ATTACK_KINDS,
     BENIGN_KINDS,
@@ -18,8 +19,6 @@ from distill_forensics.simulate.config import (
     WINDOW_START,
 )
 from distill_forensics.simulate.core import (
-    ACCOUNT_SCHEMA,
-    LOG_SCHEMA,
     TRUTH_SCHEMA,
     ProgressCallback,
     SimulatedData,

@@ -33,28 +33,6 @@ ProgressCallback = Callable[[str, int, int], None]
 MALFORMED_SHARE = 0.0005
 _BAD_IPS = ("unknown", "-")
 
-LOG_SCHEMA: dict[str, pl.DataType] = {
-    "timestamp": pl.Datetime("us", "UTC"),
-    "account_id": pl.String(),
-    "org_id": pl.String(),
-    "api_key_id": pl.String(),
-    "ip": pl.String(),
-    "user_agent": pl.String(),
-    "tls_fingerprint": pl.String(),
-    "model": pl.String(),
-    "input_tokens": pl.Int64(),
-    "output_tokens": pl.Int64(),
-    "prompt": pl.String(),
-}
-ACCOUNT_SCHEMA: dict[str, pl.DataType] = {
-    "account_id": pl.String(),
-    "created_at": pl.Datetime("us", "UTC"),
-    "email": pl.String(),
-    "payment_fingerprint": pl.String(),
-    "card_bin": pl.String(),
-    "billing_country": pl.String(),
-    "signup_ip": pl.String(),
-}
 TRUTH_SCHEMA: dict[str, pl.DataType] = {
     "account_id": pl.String(),
     "group_id": pl.String(),
