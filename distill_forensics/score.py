@@ -25,6 +25,7 @@ from distill_forensics.extract import (
     slot_span,
 )
 from distill_forensics.link import Links
+from distill_forensics.normalize import email_domain, is_free_mail
 
 FEATURE_WEIGHTS: dict[str, float] = {
     "templated": 3.0,
@@ -40,6 +41,7 @@ FEATURE_WEIGHTS: dict[str, float] = {
     "size": 1.0,
     "verbatim_repeats": -3.0,
     "single_org": -3.0,
+    "established": -2.0,
 }
 """Weight of each feature (each in [0, 1]) in the logit of the score."""
 
@@ -209,6 +211,16 @@ def score(
     else:
         burst = pl.DataFrame(schema={"cluster_id": pl.String, "burst": pl.Int64})
 
+    # Established customers: org accounts on a company's own email domain. A
+    # harvesting operation runs on throwaway free-mail sign-ups; a verified org
+    # with its own domain is costly to fake at scale, so it counts against.
+    if "org_id" in cols and "email" in cols:
+        domain = email_domain(pl.col("email"))
+        established = (
+            pl.col("org_id").is_not_null() & domain.is_not_null() & ~is_free_mail(domain)
+        ).cast(pl.Float64)
+    else:
+        established = pl.lit(0.0)
     base = acc.group_by("cluster_id").agg(
         pl.len().alias("n_accounts"),
         pl.col("n_requests").sum().alias("n_requests"),
@@ -224,6 +236,7 @@ def score(
         pl.col("last_seen").max(),
         pl.col("pivoted").mean().alias("_pivot"),
         pl.col("age_days").median().alias("median_age_days"),
+        established.mean().alias("_established"),
     )
     sync = _sync_features(evidence, members)
     # Even load: coefficient of variation of requests per active day.
@@ -296,6 +309,7 @@ def score(
         f_cross_org=_clip01(reliable * pl.col("_cross_links").fill_null(0.0)),
         f_size=_clip01((n.cast(pl.Float64).log() - math.log(2)) / math.log(100)),
         f_single_org=_clip01((pl.col("org_max") / n - 0.5) * 2.0),
+        f_established=_clip01(pl.col("_established")),
     )
     logit = pl.lit(opt.bias)
     for name, weight in w.items():
@@ -413,6 +427,7 @@ _FEATURE_TEXT: dict[str, str] = {
     "size": "large network",
     "verbatim_repeats": "identical prompts repeated verbatim (benchmark-like)",
     "single_org": "one org owns the cluster",
+    "established": "members are org accounts on their org's own email domain",
 }
 
 
