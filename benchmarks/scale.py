@@ -73,9 +73,7 @@ def daily(scale: str) -> Path:
     out = src / "daily"
     if not out.exists():
         tmp = src / "daily.tmp"
-        logs = pl.scan_parquet(src / "logs.parquet").with_columns(
-            day=pl.col("timestamp").dt.date()
-        )
+        logs = pl.scan_parquet(src / "logs.parquet").with_columns(day=pl.col("timestamp").dt.date())
         days = logs.select(pl.col("day").unique().sort()).collect().to_series().to_list()
         for day in days:
             folder = tmp / f"day={day}"
@@ -96,7 +94,7 @@ def csv(scale: str) -> Path:
 
 
 def repeated(scale: str, times: int = 4) -> Path:
-    """The daily files of ``scale`` repeated ``times`` times (links, not copies)."""
+    """The daily files of ``scale`` repeated ``times`` times (hard links, not copies)."""
     src = daily(scale)
     out = src.parent / f"daily_x{times}"
     if not out.exists():
@@ -104,7 +102,9 @@ def repeated(scale: str, times: int = 4) -> Path:
             for part in sorted(src.glob("day=*/part.parquet")):
                 target = out / f"copy={k}" / part.parent.name / "part.parquet"
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(part)
+                # Hard links: distinct files to the reader (it reads a path once),
+                # no extra disk.
+                os.link(part, target)
     return out
 
 
@@ -171,26 +171,54 @@ def measure(mode: str, logs: Path, accounts: Path) -> dict[str, object]:
 
 
 @click.command()
-@click.option("--sizes", default="small,seed", show_default=True,
-              help="Simulator scales: small ~1M, seed ~4M, large ~16M requests.")
+@click.option(
+    "--sizes",
+    default="small,seed",
+    show_default=True,
+    help="Simulator scales: small ~1M, seed ~4M, large ~16M requests.",
+)
 @click.option("--daily/--no-daily", "with_daily", default=True, show_default=True)
 @click.option("--csv/--no-csv", "with_csv", default=False, show_default=True)
-@click.option("--x4/--no-x4", default=False, show_default=True,
-              help="Also extract the largest size repeated four times across daily files.")
+@click.option(
+    "--x4/--no-x4",
+    default=False,
+    show_default=True,
+    help="Also extract the largest size repeated four times across daily files.",
+)
 @click.option("--record/--no-record", default=True, show_default=True)
 @click.option("--worker", nargs=3, type=str, default=None, hidden=True)
-def main(sizes: str, with_daily: bool, with_csv: bool, x4: bool, record: bool,
-         worker: tuple[str, str, str] | None) -> None:
+def main(
+    sizes: str,
+    with_daily: bool,
+    with_csv: bool,
+    x4: bool,
+    record: bool,
+    worker: tuple[str, str, str] | None,
+) -> None:
     """Print the speed and memory table of ``cluster`` beside the floor."""
     if worker:
         print(json.dumps(_worker(*worker)))
         return
     scales = [s.strip() for s in sizes.split(",") if s.strip()]
+    out = RESULTS.open("a") if record else None
+    if out:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        cmd = "python benchmarks/scale.py " + shlex.join(sys.argv[1:])
+        out.write(f"\n## Scale, {stamp}\n\nCommand: `{cmd.strip()}` ({os.cpu_count()} cores)\n\n")
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
     lines = [
         "| logs | layout | rows | tool s | floor s | tool/floor | read | extract | link | "
         "cluster | score | write | peak RSS MB (tool) | peak RSS MB (floor) | suspected |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for line in lines:
+        emit(line)
     per_row: dict[str, float] = {}
     for scale in scales:
         base = dataset(scale)
@@ -211,37 +239,34 @@ def main(sizes: str, with_daily: bool, with_csv: bool, x4: bool, record: bool,
             lines.append(
                 f"| {scale} | {layout} | {rows:,} | {wall:.1f} | {fwall:.1f} | "
                 f"{wall / fwall:.2f} | "
-                + " | ".join(f"{tm.get(k, 0.0):.1f}" for k in
-                             ("read", "extract", "link", "cluster", "score", "write"))
+                + " | ".join(
+                    f"{tm.get(k, 0.0):.1f}"
+                    for k in ("read", "extract", "link", "cluster", "score", "write")
+                )
                 + f" | {float(tool['max_rss_mb']):,.0f} | {float(floor['max_rss_mb']):,.0f} | "  # type: ignore[arg-type]
                 f"{tool['suspected']} |"
             )
-            print(lines[-1], flush=True)
+            emit(lines[-1])
     if len(per_row) >= 2:
         first, last = scales[0], scales[-1]
         growth = per_row[last] / per_row[first]
-        lines.append(f"\nPer-row cost growth {first} -> {last}: {growth:.2f}x "
-                     f"({per_row[first] * 1e6:.2f} -> {per_row[last] * 1e6:.2f} us/row)")
-        print(lines[-1])
+        emit(
+            f"\nPer-row cost growth {first} -> {last}: {growth:.2f}x "
+            f"({per_row[first] * 1e6:.2f} -> {per_row[last] * 1e6:.2f} us/row)"
+        )
     if x4:
         scale = scales[-1]
         base = dataset(scale)
         one = measure("extract", daily(scale), base / "accounts.parquet")
         four = measure("extract", repeated(scale), base / "accounts.parquet")
-        lines.append(
+        emit(
             f"\nExtraction only, daily files of `{scale}`: {int(one['rows']):,} rows "  # type: ignore[arg-type]
             f"{float(one['wall']):.1f} s peak {float(one['max_rss_mb']):,.0f} MB; "  # type: ignore[arg-type]
             f"repeated x4: {int(four['rows']):,} rows {float(four['wall']):.1f} s "  # type: ignore[arg-type]
             f"peak {float(four['max_rss_mb']):,.0f} MB"  # type: ignore[arg-type]
         )
-        print(lines[-1])
-    if record:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        cmd = "python benchmarks/scale.py " + shlex.join(sys.argv[1:])
-        cpu = os.cpu_count()
-        with RESULTS.open("a") as fh:
-            fh.write(f"\n## Scale, {stamp}\n\nCommand: `{cmd.strip()}` ({cpu} cores)\n\n")
-            fh.write("\n".join(lines) + "\n")
+    if out:
+        out.close()
 
 
 if __name__ == "__main__":
