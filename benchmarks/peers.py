@@ -69,6 +69,13 @@ def cc_rare(logs: pl.DataFrame, accounts: pl.DataFrame, max_share: int = 50) -> 
     return _components(_values(logs, accounts, ["ip", "card"]), max_share)
 
 
+def has_fraudar() -> bool:
+    """Whether the ``ugfraud`` package (the ``bench`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("UGFraud") is not None
+
+
 def fraudar(logs: pl.DataFrame, accounts: pl.DataFrame, blocks: int = 6) -> pl.DataFrame:
     """FRAUDAR's log-weighted greedy peeling on the account x value matrix."""
     from UGFraud.Detector.Fraudar import detectMultiple, logWeightedAveDegree

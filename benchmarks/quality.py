@@ -197,8 +197,10 @@ def main(
                 ("peer: CC any IP/card", peers.cc_any),
                 ("peer: CC IP/card shared by <=50", peers.cc_rare),
             ]
-            if fraudar:
+            if fraudar and peers.has_fraudar():
                 methods.append(("peer: FRAUDAR (ugfraud)", peers.fraudar))
+            elif fraudar:
+                lines.append("| peer: FRAUDAR (ugfraud) | not installed: pip install -e '.[bench]' |")
             for name, fn in methods:
                 t0 = time.perf_counter()
                 pm = evaluate(fn(logs, accounts), truth)
