@@ -200,7 +200,9 @@ def main(
             if fraudar and peers.has_fraudar():
                 methods.append(("peer: FRAUDAR (ugfraud)", peers.fraudar))
             elif fraudar:
-                lines.append("| peer: FRAUDAR (ugfraud) | not installed: pip install -e '.[bench]' |")
+                lines.append(
+                    "| peer: FRAUDAR (ugfraud) | not installed: pip install -e '.[bench]' |"
+                )
             for name, fn in methods:
                 t0 = time.perf_counter()
                 pm = evaluate(fn(logs, accounts), truth)
