@@ -231,29 +231,38 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     act_busy = act.filter(pl.col("idx").is_in(busy.implode()))
     if act_busy.height:
         hashed = act_busy.with_columns(_hash64(pl.col("slot"), opt.seed + 7).alias("h"))
-        band_parts = []
-        for b in range(opt.minhash_bands):
-            salt_a = np.uint64(0x9E3779B97F4A7C15 * (2 * b + 1) % (1 << 64))
-            salt_b = np.uint64(0xBF58476D1CE4E5B9 * (2 * b + 3) % (1 << 64))
-            band = hashed.group_by("idx").agg(
-                (pl.col("h") ^ pl.lit(int(salt_a), pl.UInt64)).hash(seed=3).min().alias("m1"),
-                (pl.col("h") ^ pl.lit(int(salt_b), pl.UInt64)).hash(seed=4).min().alias("m2"),
+        # Two MinHash values per band, all bands in one pass over the slots.
+        salts = [
+            (
+                int(0x9E3779B97F4A7C15 * (2 * b + 1) % (1 << 64)),
+                int(0xBF58476D1CE4E5B9 * (2 * b + 3) % (1 << 64)),
             )
-            band_parts.append(
-                band.select(
-                    pl.concat_str(
-                        [
-                            pl.lit(str(b)),
-                            pl.col("m1").cast(pl.String),
-                            pl.col("m2").cast(pl.String),
-                        ],
-                        separator=":",
-                    )
-                    .hash(seed=5)
-                    .alias("group"),
-                    "idx",
+            for b in range(opt.minhash_bands)
+        ]
+        mins = hashed.group_by("idx").agg(
+            expr
+            for b, (salt_a, salt_b) in enumerate(salts)
+            for expr in (
+                (pl.col("h") ^ pl.lit(salt_a, pl.UInt64)).hash(seed=3).min().alias(f"m1_{b}"),
+                (pl.col("h") ^ pl.lit(salt_b, pl.UInt64)).hash(seed=4).min().alias(f"m2_{b}"),
+            )
+        )
+        band_parts = [
+            mins.select(
+                pl.concat_str(
+                    [
+                        pl.lit(str(b)),
+                        pl.col(f"m1_{b}").cast(pl.String),
+                        pl.col(f"m2_{b}").cast(pl.String),
+                    ],
+                    separator=":",
                 )
+                .hash(seed=5)
+                .alias("group"),
+                "idx",
             )
+            for b in range(opt.minhash_bands)
+        ]
         band_members = (
             pl.concat(band_parts)
             .join(sigs, on="idx", how="left")
