@@ -288,7 +288,11 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             ),
             shape=(n_acc, int(codes.max()) + 1),
         )
-        s = _rowwise_dot(x, i, j)
+        # Only pairs where both accounts hold a shared value of this kind can score.
+        has = np.diff(x.indptr) > 0
+        both = has[i] & has[j]
+        s = np.zeros(len(i))
+        s[both] = _rowwise_dot(x, i[both], j[both])
         contrib[kind] = weights[kind] * (1.0 - np.exp(-s / opt.saturation))
 
     # Lockstep strength: co-active slots versus what two independent accounts
