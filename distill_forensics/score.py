@@ -389,7 +389,7 @@ def _member_links(links: Links, members: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("cluster_id") == pl.col("oc"))
     )
     kinds_expr = pl.concat_str(
-        [pl.when(pl.col(c) > 0).then(pl.lit(c[2:])) for c in wcols],
+        [pl.when(pl.col(c) >= MEANINGFUL_LINK).then(pl.lit(c[2:])) for c in wcols],
         separator=",",
         ignore_nulls=True,
     )
