@@ -21,6 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from distill_forensics.extract import Evidence
 from distill_forensics.link import Links
 
 
@@ -36,6 +37,8 @@ class ClusterOptions:
     peel_fraction: float = 0.1
     peel_rounds: int = 3
     bridge_fraction: float = 0.1
+    reattach_share: float = 0.5
+    reattach_min_prompts: int = 5
     seed: int = 0
 
 
@@ -281,3 +284,66 @@ def cluster(links: Links, options: ClusterOptions | None = None) -> pl.DataFrame
     return pl.DataFrame({"account_id": rows_acc, "cluster_id": rows_cid}).sort(
         "cluster_id", "account_id"
     )
+
+
+def reattach(
+    membership: pl.DataFrame,
+    links: Links,
+    evidence: Evidence,
+    options: ClusterOptions | None = None,
+) -> pl.DataFrame:
+    """Bring back unclustered accounts that link into a cluster and do what it does.
+
+    Peeling drops accounts with few links into a cluster; a campaign's
+    camouflaged accounts (their own cards, their own clients, part of their
+    traffic diverse) are among them. An unclustered account linked to members
+    of a cluster joins it when most of its prompts use templates that the
+    cluster repeats (shared by at least a fifth of its members).
+    """
+    opt = options or ClusterOptions()
+    if membership.height == 0 or links.edges.height == 0:
+        return membership
+    e = links.edges
+    both = pl.concat(
+        [
+            e.select(pl.col("a").alias("account_id"), pl.col("b").alias("other"), "weight"),
+            e.select(pl.col("b").alias("account_id"), pl.col("a").alias("other"), "weight"),
+        ]
+    )
+    outside = both.join(membership.select("account_id"), on="account_id", how="anti")
+    into = (
+        outside.join(membership.rename({"account_id": "other"}), on="other")
+        .group_by("account_id", "cluster_id")
+        .agg(pl.col("weight").sum().alias("w"))
+        .sort(["account_id", "w", "cluster_id"], descending=[False, True, False])
+        .group_by("account_id", maintain_order=True)
+        .first()
+    )
+    if into.height == 0:
+        return membership
+    tpl = evidence.usage.filter(pl.col("kind") == "template").select(
+        "account_id", "value", "n_requests"
+    )
+    sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
+    repeated = (
+        tpl.join(membership, on="account_id")
+        .group_by("cluster_id", "value")
+        .agg(pl.len().alias("m"))
+        .join(sizes, on="cluster_id")
+        .filter(pl.col("m") >= pl.max_horizontal(pl.lit(2), 0.2 * pl.col("n")))
+        .select("cluster_id", "value")
+    )
+    prompts = evidence.accounts.select("account_id", "n_prompts")
+    conform = (
+        into.join(tpl, on="account_id")
+        .join(repeated, on=["cluster_id", "value"])
+        .group_by("account_id", "cluster_id")
+        .agg(pl.col("n_requests").sum().alias("on_templates"))
+        .join(prompts, on="account_id")
+        .filter(
+            (pl.col("n_prompts") >= opt.reattach_min_prompts)
+            & (pl.col("on_templates") >= opt.reattach_share * pl.col("n_prompts"))
+        )
+        .select("account_id", "cluster_id")
+    )
+    return pl.concat([membership, conform]).sort("cluster_id", "account_id")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from distill_forensics.cluster import ClusterOptions, cluster
+from distill_forensics.cluster import ClusterOptions, cluster, reattach
 from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
@@ -69,7 +69,7 @@ def analyze(
 
     note("cluster")
     t0 = time.perf_counter()
-    membership = cluster(links, opt.cluster)
+    membership = reattach(cluster(links, opt.cluster), links, evidence, opt.cluster)
     t["cluster"] = time.perf_counter() - t0
 
     note("score")

@@ -124,3 +124,35 @@ def test_missing_optional_columns_are_reported_not_fatal(tmp_path, drop):
     result = run_cluster(logs, accounts)
     assert result.evidence.unused_signals
     assert result.members.height >= 0
+
+
+def test_reattach_brings_back_accounts_that_use_the_clusters_templates():
+    import datetime as dt
+
+    from distill_forensics.cluster import reattach
+    from distill_forensics.extract import USAGE_SCHEMA, Evidence
+    from distill_forensics.link import Links
+
+    members = [f"m{k}" for k in range(10)]
+    membership = pl.DataFrame({"account_id": members, "cluster_id": ["C-x"] * 10})
+    edges = pl.DataFrame(
+        {"a": ["m0", "m1", "m2"], "b": ["camo", "camo", "stranger"], "weight": [0.7, 0.6, 0.7]}
+    )
+    t = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    rows = [(m, "template", "solve step by step", 10, t, t, 10, None) for m in members]
+    rows += [
+        ("camo", "template", "solve step by step", 6, t, t, 6, None),
+        ("stranger", "template", "solve step by step", 1, t, t, 1, None),
+    ]
+    usage = pl.DataFrame(rows, schema=USAGE_SCHEMA, orient="row")
+    accounts = pl.DataFrame(
+        {"account_id": [*members, "camo", "stranger"], "n_prompts": [10] * 10 + [10, 10]}
+    )
+    evidence = Evidence(usage=usage, activity=pl.DataFrame(), accounts=accounts, rows=0)
+    links = Links(
+        edges=edges, accounts=accounts["account_id"], value_stats=pl.DataFrame(), n_candidates=0
+    )
+    out = reattach(membership, links, evidence)
+    assert out.filter(pl.col("account_id") == "camo")["cluster_id"].to_list() == ["C-x"]
+    assert out.filter(pl.col("account_id") == "stranger").height == 0
+    assert out.height == 11
