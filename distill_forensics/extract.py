@@ -12,7 +12,7 @@ nightly job can extract each day once and cluster a rolling window later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -81,6 +81,11 @@ USAGE_SCHEMA = pl.Schema(
 SKETCH_SIZE = 32
 """Distinct prompts are counted with bottom-k sketches of this size: exact below it,
 an estimate within about a fifth above it, and mergeable across days and clusters."""
+
+BUCKET_ROWS = 1_500_000
+"""Rows per account bucket when extracting a large input (see :func:`extract`)."""
+
+BUCKET_SEED = 17
 
 TEMPLATE_WORDS = 8
 """A prompt's template is its masked skeleton cut to its first words."""
@@ -429,9 +434,37 @@ def finish(parts: Parts) -> Evidence:
     )
 
 
-def extract(source: Source) -> Evidence:
+def _concat_parts(parts: Sequence[Parts]) -> Parts:
+    """Join the parts of disjoint sets of accounts (no account in two parts)."""
+    counts: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return Parts(
+        pl.concat([p.usage for p in parts], how="diagonal_relaxed"),
+        pl.concat([p.activity for p in parts]),
+        pl.concat([p.accounts for p in parts], how="diagonal_relaxed"),
+        counts,
+        tuple(sorted(set().union(*(p.columns for p in parts)))),
+    )
+
+
+def extract(source: Source, *, bucket_rows: int = BUCKET_ROWS) -> Evidence:
     """Read the rows of ``source`` and build the evidence tables.
 
-    Signals whose columns are absent are listed in ``unused_signals``.
+    Large inputs are extracted in account buckets (rows split by a hash of the
+    account id, about ``bucket_rows`` rows each): every account's rows land in
+    one bucket, so the buckets' evidence simply stacks, and memory follows the
+    bucket rather than the whole input. Signals whose columns are absent are
+    listed in ``unused_signals``.
     """
-    return finish(extract_parts(source))
+    rows = int(source.frame.select(pl.len()).collect().item())
+    buckets = max(1, -(-rows // bucket_rows))
+    if buckets == 1:
+        return finish(extract_parts(source))
+    key = pl.col("account_id").hash(seed=BUCKET_SEED) % buckets
+    parts = [
+        extract_parts(replace(source, frame=source.frame.filter(key == b)))
+        for b in range(buckets)
+    ]
+    return finish(_concat_parts(parts))

@@ -156,3 +156,15 @@ def test_reattach_brings_back_accounts_that_use_the_clusters_templates():
     assert out.filter(pl.col("account_id") == "camo")["cluster_id"].to_list() == ["C-x"]
     assert out.filter(pl.col("account_id") == "stranger").height == 0
     assert out.height == 11
+
+
+def test_bucketed_extraction_is_exact(tmp_path):
+    from polars.testing import assert_frame_equal
+
+    logs, accounts = write(tmp_path, campaign(30), strangers(60), background(200))
+    source = read_logs([logs], accounts=accounts)
+    whole = extract(source)
+    buckets = extract(source, bucket_rows=500)
+    for name in ("usage", "activity", "accounts"):
+        assert_frame_equal(getattr(whole, name), getattr(buckets, name))
+    assert (whole.rows, whole.malformed) == (buckets.rows, buckets.malformed)
