@@ -464,7 +464,6 @@ def extract(source: Source, *, bucket_rows: int = BUCKET_ROWS) -> Evidence:
         return finish(extract_parts(source))
     key = pl.col("account_id").hash(seed=BUCKET_SEED) % buckets
     parts = [
-        extract_parts(replace(source, frame=source.frame.filter(key == b)))
-        for b in range(buckets)
+        extract_parts(replace(source, frame=source.frame.filter(key == b))) for b in range(buckets)
     ]
     return finish(_concat_parts(parts))
