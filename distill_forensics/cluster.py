@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from distill_forensics.extract import Evidence
-from distill_forensics.link import Links
+from distill_forensics.link import Links, both_ends
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,15 @@ class ClusterOptions:
     reattach_share: float = 0.5
     reattach_min_prompts: int = 5
     seed: int = 0
+
+
+REPEATED_SHARE = 0.2
+"""A value a cluster repeats is used by at least this share of its members (and two)."""
+
+
+def repeated_by_cluster(members_using: pl.Expr, cluster_size: pl.Expr) -> pl.Expr:
+    """Whether a value used by ``members_using`` of ``cluster_size`` members is the cluster's."""
+    return members_using >= pl.max_horizontal(pl.lit(2), REPEATED_SHARE * cluster_size)
 
 
 def _anchor_key(account_id: str) -> str:
@@ -298,19 +307,14 @@ def reattach(
     camouflaged accounts (their own cards, their own clients, part of their
     traffic diverse) are among them. An unclustered account linked to members
     of a cluster joins it when most of its prompts use templates that the
-    cluster repeats (shared by at least a fifth of its members).
+    cluster repeats (:func:`repeated_by_cluster`).
     """
     opt = options or ClusterOptions()
     if membership.height == 0 or links.edges.height == 0:
         return membership
-    e = links.edges
-    both = pl.concat(
-        [
-            e.select(pl.col("a").alias("account_id"), pl.col("b").alias("other"), "weight"),
-            e.select(pl.col("b").alias("account_id"), pl.col("a").alias("other"), "weight"),
-        ]
+    outside = both_ends(links.edges, "weight").join(
+        membership.select("account_id"), on="account_id", how="anti"
     )
-    outside = both.join(membership.select("account_id"), on="account_id", how="anti")
     into = (
         outside.join(membership.rename({"account_id": "other"}), on="other")
         .group_by("account_id", "cluster_id")
@@ -330,7 +334,7 @@ def reattach(
         .group_by("cluster_id", "value")
         .agg(pl.len().alias("m"))
         .join(sizes, on="cluster_id")
-        .filter(pl.col("m") >= pl.max_horizontal(pl.lit(2), 0.2 * pl.col("n")))
+        .filter(repeated_by_cluster(pl.col("m"), pl.col("n")))
         .select("cluster_id", "value")
     )
     prompts = evidence.accounts.select("account_id", "n_prompts")

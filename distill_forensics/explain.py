@@ -29,6 +29,7 @@ import polars as pl
 from distill_forensics.cluster import cluster_id_for
 from distill_forensics.errors import InputError
 from distill_forensics.extract import SLOT_SECONDS, template_key
+from distill_forensics.link import both_ends
 from distill_forensics.pipeline import ClusterResult
 from distill_forensics.schema import BAD
 from distill_forensics.score import FEATURE_WEIGHTS, MEANINGFUL_LINK, ScoreOptions
@@ -175,16 +176,7 @@ def _inside_edges(edges: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
 def _members(
     result: ClusterResult, ids: pl.DataFrame, edges: pl.DataFrame, anchor: str | None
 ) -> pl.DataFrame:
-    both = pl.concat(
-        [
-            edges.select(
-                pl.col("a").alias("account_id"), pl.col("b").alias("other"), "weight", "kinds"
-            ),
-            edges.select(
-                pl.col("b").alias("account_id"), pl.col("a").alias("other"), "weight", "kinds"
-            ),
-        ]
-    )
+    both = both_ends(edges, "weight", "kinds")
     link = pl.struct(
         pl.col("other").alias("account_id"), pl.col("weight").round(3), pl.col("kinds")
     )

@@ -354,6 +354,18 @@ def _merge_accounts(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
+def _sum_counts(parts: Sequence[Parts]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def _union_columns(parts: Sequence[Parts]) -> tuple[str, ...]:
+    return tuple(sorted(set().union(*(p.columns for p in parts))))
+
+
 def merge_parts(parts: Sequence[Parts]) -> Parts:
     """Merge the parts of disjoint sets of rows into the parts of their union."""
     if not parts:
@@ -363,16 +375,12 @@ def merge_parts(parts: Sequence[Parts]) -> Parts:
         .group_by("account_id", "slot")
         .agg(pl.col("n").sum().cast(pl.Int32))
     )
-    counts: dict[str, int] = {}
-    for p in parts:
-        for k, v in p.counts.items():
-            counts[k] = counts.get(k, 0) + v
     return Parts(
         _merge_usage([p.usage for p in parts]),
         activity,
         _merge_accounts([p.accounts for p in parts]),
-        counts,
-        tuple(sorted(set().union(*(p.columns for p in parts)))),
+        _sum_counts(parts),
+        _union_columns(parts),
     )
 
 
@@ -436,16 +444,12 @@ def finish(parts: Parts) -> Evidence:
 
 def _concat_parts(parts: Sequence[Parts]) -> Parts:
     """Join the parts of disjoint sets of accounts (no account in two parts)."""
-    counts: dict[str, int] = {}
-    for p in parts:
-        for k, v in p.counts.items():
-            counts[k] = counts.get(k, 0) + v
     return Parts(
         pl.concat([p.usage for p in parts], how="diagonal_relaxed"),
         pl.concat([p.activity for p in parts]),
         pl.concat([p.accounts for p in parts], how="diagonal_relaxed"),
-        counts,
-        tuple(sorted(set().union(*(p.columns for p in parts)))),
+        _sum_counts(parts),
+        _union_columns(parts),
     )
 
 

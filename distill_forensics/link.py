@@ -114,6 +114,16 @@ class Links:
     n_candidates: int
 
 
+def both_ends(edges: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """Each link twice, once from each end: ``account_id``, ``other`` and ``columns``."""
+    return pl.concat(
+        [
+            edges.select(pl.col("a").alias("account_id"), pl.col("b").alias("other"), *columns),
+            edges.select(pl.col("b").alias("account_id"), pl.col("a").alias("other"), *columns),
+        ]
+    )
+
+
 def _hash64(values: pl.Expr, seed: int) -> pl.Expr:
     return values.hash(seed=seed)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from distill_forensics.cluster import repeated_by_cluster
 from distill_forensics.extract import (
     SLOT_SECONDS,
     Evidence,
@@ -24,7 +25,7 @@ from distill_forensics.extract import (
     sketch_union,
     slot_span,
 )
-from distill_forensics.link import Links
+from distill_forensics.link import Links, both_ends
 from distill_forensics.normalize import email_domain, is_free_mail
 
 FEATURE_WEIGHTS: dict[str, float] = {
@@ -102,7 +103,7 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
     )
     sizes = members.group_by("cluster_id").agg(pl.len().alias("n"))
     per = per.join(sizes, on="cluster_id")
-    shared = pl.col("m") >= pl.max_horizontal(pl.lit(2), (0.2 * pl.col("n")).ceil())
+    shared = repeated_by_cluster(pl.col("m"), pl.col("n"))
     return per.group_by("cluster_id").agg(
         pl.col("req").filter(shared & (pl.col("var") >= 0.3 * pl.col("req"))).sum().alias("t_fill"),
         pl.col("req").filter(shared & (pl.col("var") < 0.1 * pl.col("req"))).sum().alias("t_verb"),
@@ -377,14 +378,9 @@ def _member_links(links: Links, members: pl.DataFrame) -> pl.DataFrame:
     """Per member: its links inside its cluster and the kinds of its strongest link."""
     e = links.edges
     wcols = [c for c in e.columns if c.startswith("w_")]
-    both = pl.concat(
-        [
-            e.select(pl.col("a").alias("account_id"), pl.col("b").alias("other"), "weight", *wcols),
-            e.select(pl.col("b").alias("account_id"), pl.col("a").alias("other"), "weight", *wcols),
-        ]
-    )
     both = (
-        both.join(members, on="account_id")
+        both_ends(e, "weight", *wcols)
+        .join(members, on="account_id")
         .join(members.rename({"account_id": "other", "cluster_id": "oc"}), on="other")
         .filter(pl.col("cluster_id") == pl.col("oc"))
     )

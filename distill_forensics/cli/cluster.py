@@ -16,13 +16,14 @@ from distill_forensics.cli.common import (
     Status,
     handle_errors,
     input_options_or_evidence,
+    print_frame,
     resolve_inputs,
 )
 from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import read_evidence
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import check_output, read_table, to_csv_text, to_json_text, write_table
+from distill_forensics.write import check_output, read_table, write_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -170,13 +171,7 @@ def cluster(
     if members:
         write_table(member_rows, members)
     shown = report.head(top) if top else report
-    if fmt == "csv":
-        sys.stdout.write(to_csv_text(shown))
-    elif fmt == "json":
-        text = to_json_text(shown)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        render_table(shown)
+    print_frame(shown, fmt, render_table)
     _summary(status, result, report)
     if fail_on_findings and report.filter(pl.col("suspected")).height:
         sys.exit(EXIT_FINDINGS)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+import polars as pl
 from rich.console import Console
 
 from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError, InputError
@@ -159,3 +160,16 @@ def resolve_inputs(
         "time_from": parse_time_bound(time_from) if time_from else None,
         "time_to": parse_time_bound(time_to) if time_to else None,
     }
+
+
+def print_frame(df: pl.DataFrame, fmt: str, render_table: Callable[[pl.DataFrame], None]) -> None:
+    """Write ``df`` to stdout as ``csv``, ``json`` or, for ``table``, with ``render_table``."""
+    from distill_forensics.write import to_csv_text, to_json_text
+
+    if fmt == "csv":
+        sys.stdout.write(to_csv_text(df))
+    elif fmt == "json":
+        text = to_json_text(df)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        render_table(df)

@@ -7,10 +7,10 @@ import sys
 import click
 import polars as pl
 
-from distill_forensics.cli.common import handle_errors
+from distill_forensics.cli.common import handle_errors, print_frame
 from distill_forensics.diff import diff_members
 from distill_forensics.errors import EXIT_FINDINGS
-from distill_forensics.write import check_output, read_table, to_csv_text, to_json_text, write_table
+from distill_forensics.write import check_output, read_table, write_table
 
 ALERT = ("new", "grown", "changed", "merged", "split")
 
@@ -66,13 +66,7 @@ def diff(
     shown = changes if show_all else changes.filter(pl.col("change") != "unchanged")
     if output:
         write_table(shown, output)
-    if fmt == "csv":
-        sys.stdout.write(to_csv_text(shown))
-    elif fmt == "json":
-        text = to_json_text(shown)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        _render(shown)
+    print_frame(shown, fmt, _render)
     alerts = changes.filter(pl.col("suspected") & pl.col("change").is_in(list(ALERT)))
     if fail_on_changes and alerts.height:
         sys.exit(EXIT_FINDINGS)
