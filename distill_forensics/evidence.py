@@ -23,6 +23,7 @@ from distill_forensics.extract import (
     SLOT_SECONDS,
     Evidence,
     Parts,
+    RowsRead,
     extract_parts,
     finish,
     merge_parts,
@@ -38,10 +39,13 @@ def _day_of_slot() -> pl.Expr:
     return (pl.col("slot") * SLOT_SECONDS // 86400).cast(pl.Int32).cast(pl.Date)
 
 
-def write_evidence(source: Source, out_dir: str | Path) -> list[dt.date]:
+def write_evidence(
+    source: Source, out_dir: str | Path, on_rows: RowsRead | None = None
+) -> list[dt.date]:
     """Extract ``source`` into one evidence folder per day under ``out_dir``.
 
     Returns the days written. A day already in the store is replaced whole.
+    ``on_rows`` hears how many rows have been read, as extraction goes.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -50,7 +54,7 @@ def write_evidence(source: Source, out_dir: str | Path) -> list[dt.date]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the evidence directory ({exc.strerror})") from None
-    parts = extract_parts(source, by_day=True)
+    parts = extract_parts(source, by_day=True, on_rows=on_rows)
     per_day_rows = (
         source.frame.filter(pl.col("timestamp").is_not_null())
         .group_by(day=pl.col("timestamp").dt.date())

@@ -14,11 +14,17 @@ from distill_forensics.cluster import ClusterOptions, cluster, reattach
 from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
-from distill_forensics.read import read_logs
+from distill_forensics.read import parquet_rows, read_logs
 from distill_forensics.score import ScoreOptions, score
 
-Progress = Callable[[str], None]
-"""Called with the name of each stage as it starts (for status lines)."""
+Progress = Callable[[str, int, int | None], None]
+"""Called as ``progress(stage, done, total)``: the stage (``read``, ``link``, ``cluster``,
+``score``), what it has done so far in its unit (rows read, accounts linked, clusters
+found, clusters scored) and the total when it is known."""
+
+
+def _silent(_stage: str, _done: int, _total: int | None) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,19 +66,24 @@ def analyze(
     """
     opt = options or Options()
     t = timings if timings is not None else {}
-    note = progress or (lambda _stage: None)
+    note = progress or _silent
+    n_accounts = evidence.n_accounts
 
-    note("link")
+    note("link", 0, n_accounts)
     t0 = time.perf_counter()
     links = link(evidence, opt.link)
     t["link"] = time.perf_counter() - t0
+    linked = pl.concat([links.edges.get_column("a"), links.edges.get_column("b")]).n_unique()
+    note("link", linked, n_accounts)
 
-    note("cluster")
+    note("cluster", 0, None)
     t0 = time.perf_counter()
     membership = reattach(cluster(links, opt.cluster), links, evidence, opt.cluster)
     t["cluster"] = time.perf_counter() - t0
+    n_clusters = membership.get_column("cluster_id").n_unique()
+    note("cluster", n_clusters, None)
 
-    note("score")
+    note("score", 0, n_clusters)
     t0 = time.perf_counter()
     clusters, members = score(evidence, links, membership, opt.score)
     if previous is not None:
@@ -80,6 +91,7 @@ def analyze(
         clusters = apply_ids(clusters, mapping)
         members = apply_ids(members, mapping)
     t["score"] = time.perf_counter() - t0
+    note("score", clusters.height, clusters.height)
     return ClusterResult(clusters, members, evidence, links, t)
 
 
@@ -101,16 +113,17 @@ def run_cluster(
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    note = progress or (lambda _stage: None)
+    note = progress or _silent
     timings: dict[str, float] = {}
-    note("read")
     t0 = time.perf_counter()
     source = read_logs(
         list(paths), accounts=accounts, columns=columns, time_from=time_from, time_to=time_to
     )
+    # Rows to read, when the files say so cheaply (Parquet footers, no time filter).
+    total = None if time_from or time_to else parquet_rows(source)
+    note("read", 0, total)
     timings["read"] = time.perf_counter() - t0
-    note("extract")
     t0 = time.perf_counter()
-    evidence = extract(source)
+    evidence = extract(source, on_rows=lambda rows: note("read", rows, total))
     timings["extract"] = time.perf_counter() - t0
     return analyze(evidence, options, progress, timings, previous)

@@ -41,6 +41,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill_forensics.errors import InputError
@@ -865,3 +866,13 @@ def _check_window(
             f"{end.isoformat()}; swap --from and --to"
         )
     return start, end
+
+
+def parquet_rows(source: Source) -> int | None:
+    """Rows in the source's files from their Parquet footers; None unless all are Parquet."""
+    if not source.files or any(f.suffix.lower() != ".parquet" for f in source.files):
+        return None
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in source.files)
+    except (OSError, pa.ArrowException):
+        return None

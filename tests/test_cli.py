@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -10,8 +11,10 @@ import click
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from distill_forensics.cli import main
+from distill_forensics.cli.common import Status
 from distill_forensics.errors import EXIT_FINDINGS, EXIT_INPUT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,3 +240,38 @@ def test_version(runner):
 
 def test_commands_are_click_commands():
     assert all(isinstance(c, click.Command) for c in main.commands.values())
+
+
+def _terminal_status(quiet: bool) -> tuple[Status, io.StringIO]:
+    out = io.StringIO()
+    status = Status(quiet)
+    status.console = Console(file=out, force_terminal=True, width=120)
+    status.enabled = not quiet
+    return status, out
+
+
+def test_progress_shows_each_stage_with_its_count():
+    status, out = _terminal_status(quiet=False)
+    with status.running("reading logs…"):
+        status.stage("read", 0, 2_000_000)
+        status.stage("read", 1_000_000, 2_000_000)
+        status.stage("read", 2_000_000, 2_000_000)
+        status.stage("link", 0, 30)
+        status.stage("link", 12, 30)
+        status.stage("cluster", 3, None)
+        status.stage("score", 3, 3)
+    text = out.getvalue()
+    for shown in (
+        "2,000,000 of 2,000,000 rows read",
+        "12 of 30 accounts linked",
+        "3 clusters found",
+        "3 of 3 clusters scored",
+    ):
+        assert shown in text
+
+
+def test_progress_is_silent_when_quiet():
+    status, out = _terminal_status(quiet=True)
+    with status.running("reading logs…"):
+        status.stage("read", 5, 10)
+    assert out.getvalue() == ""

@@ -19,6 +19,8 @@ import polars as pl
 import pytest
 from builders import T0, background, campaign, strangers, write
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from distill_forensics import extract, link, read_logs, run_cluster
@@ -496,6 +498,32 @@ def test_template_key_does_not_depend_on_fill_length():
     ]
     keys = pl.DataFrame({"p": prompts}).select(template_key(pl.col("p"))).to_series()
     assert keys[0] == keys[1] == "n # by # and add # then"
+
+
+def _plain_template_key(prompt: pl.Expr) -> pl.Expr:
+    """The template key as defined: mask, make every separator run one space, 4-8 words."""
+    return (
+        prompt.str.slice(0, 128)
+        .str.replace_all(r"\p{Lu}\p{Ll}+", "N")
+        .str.to_lowercase()
+        .str.replace_all(r"[0-9][0-9.,:]*", "#")
+        .str.replace_all(r"[^\p{Ll}\p{Lo}#]+", " ")
+        .str.extract(r"^ ?((?:[\p{Ll}\p{Lo}#]+ ){3,7}[\p{Ll}\p{Lo}#]+)", 1)
+    )
+
+
+_PROMPT_TEXT = st.text(
+    alphabet=st.sampled_from(list("abcXYZ019 .,:;!?-_\n\t#éÉжЖ漢字ß'\"()")), max_size=160
+)
+
+
+@given(st.lists(_PROMPT_TEXT, min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_template_key_matches_its_plain_definition(prompts):
+    frame = pl.DataFrame({"p": prompts}, schema={"p": pl.String})
+    fast = frame.select(template_key(pl.col("p"))).to_series()
+    plain = frame.select(_plain_template_key(pl.col("p"))).to_series()
+    assert fast.to_list() == plain.to_list()
 
 
 # ---------------------------------------------------------------------------

@@ -158,13 +158,15 @@ def test_reattach_brings_back_accounts_that_use_the_clusters_templates():
     assert out.height == 11
 
 
-def test_bucketed_extraction_is_exact(tmp_path):
+def test_batched_extraction_is_exact(tmp_path):
     from polars.testing import assert_frame_equal
 
     logs, accounts = write(tmp_path, campaign(30), strangers(60), background(200))
     source = read_logs([logs], accounts=accounts)
     whole = extract(source)
-    buckets = extract(source, bucket_rows=500)
+    read: list[int] = []
+    buckets = extract(source, batch_rows=500, on_rows=read.append)
+    assert len(read) > 3 and read == sorted(read) and read[-1] == whole.rows
     for name in ("usage", "activity", "accounts"):
         assert_frame_equal(getattr(whole, name), getattr(buckets, name))
     assert (whole.rows, whole.malformed) == (buckets.rows, buckets.malformed)

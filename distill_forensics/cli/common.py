@@ -12,6 +12,14 @@ from typing import Any, TypeVar
 import click
 import polars as pl
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError, InputError
 
@@ -56,18 +64,55 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+STAGE_UNITS: dict[str, str] = {
+    "read": "rows read",
+    "link": "accounts linked",
+    "cluster": "clusters found",
+    "score": "clusters scored",
+}
+"""What the count of each stage of a run means, as shown beside its bar."""
+
+
 class Status:
-    """Stage status on stderr: a spinner on a terminal, nothing when quiet or piped."""
+    """Progress on stderr, one line per stage with its count and time.
+
+    Shown on a terminal only: nothing when quiet or when stderr is piped.
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.console = Console(stderr=True)
         self.quiet = quiet
         self.enabled = not quiet and self.console.is_terminal
-        self._status: Any = None
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._title: str | None = None
 
-    def stage(self, name: str) -> None:
-        if self._status is not None:
-            self._status.update(f"[bold]{name}[/]…")
+    def stage(self, name: str, done: int = 0, total: int | None = None) -> None:
+        """Start or advance a stage: ``done`` units of ``total`` (None: not known)."""
+        bar = self._progress
+        if bar is None:
+            return
+        task = self._tasks.get(name)
+        if task is None:
+            if self._title is not None:
+                bar.remove_task(self._tasks.pop(self._title))
+                self._title = None
+            self._finish_all()
+            task = self._tasks[name] = bar.add_task(name, total=total, count="")
+        unit = STAGE_UNITS.get(name, "")
+        count = f"{done:,}" + (f" of {total:,}" if total is not None else "") + f" {unit}"
+        bar.update(task, completed=done, total=total, count=count if unit else "")
+
+    def _finish_all(self) -> None:
+        """Mark the stages shown so far as done (a full bar, the clock stopped)."""
+        bar = self._progress
+        if bar is None:
+            return
+        for state in bar.tasks:
+            if state.id in self._tasks.values() and not state.finished:
+                full = max(state.completed, 1)
+                bar.update(state.id, total=full, completed=full)
+                bar.stop_task(state.id)
 
     def message(self, text: str) -> None:
         """A status line for people (stderr), shown unless quiet or piped."""
@@ -81,13 +126,29 @@ class Status:
 
     @contextmanager
     def running(self, title: str) -> Iterator[Status]:
+        """Show the stages started inside the block; ``title`` until the first one starts."""
         if not self.enabled:
             yield self
             return
-        with self.console.status(title) as st:
-            self._status = st
-            yield self
-        self._status = None
+        columns = (
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("[bold]{task.description:<8}[/]"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=self.console) as bar:
+            self._progress = bar
+            # The title shows until the first stage reports.
+            self._title = title
+            self._tasks = {title: bar.add_task(title.rstrip("…. "), total=None, count="")}
+            try:
+                yield self
+            finally:
+                self._finish_all()
+                self._progress = None
+                self._tasks = {}
+                self._title = None
 
 
 def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:

@@ -112,8 +112,8 @@ def explain(
     status = Status(quiet)
     with status.running("reading logs…"):
         source = read_logs(logs, accounts=accounts, **kwargs)
-        status.stage("extract")
-        evidence = extract(source)
+        status.stage("read")
+        evidence = extract(source, on_rows=lambda rows: status.stage("read", rows))
         result = analyze(evidence, progress=status.stage)
         status.stage("explain")
         explanation = explain_cluster(result, wanted, source.frame, examples=examples)

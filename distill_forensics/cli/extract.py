@@ -44,7 +44,8 @@ def extract(
     status = Status(quiet)
     with status.running("extracting evidence…"):
         source = read_logs(list(logs), accounts=accounts, **kwargs)
-        days = write_evidence(source, out_dir)
+        status.stage("read")
+        days = write_evidence(source, out_dir, on_rows=lambda rows: status.stage("read", rows))
         bad = {k: v for k, v in malformed_counts(source).items() if v}
     if days:
         span = days[0].isoformat() if len(days) == 1 else f"{days[0]} to {days[-1]}"
