@@ -56,7 +56,8 @@ def write_evidence(
         raise InputError(f"{out}: cannot create the evidence directory ({exc.strerror})") from None
     parts = extract_parts(source, by_day=True, on_rows=on_rows)
     per_day_rows = (
-        source.frame.filter(pl.col("timestamp").is_not_null())
+        (source.frame if source.log_rows is None else source.log_rows)
+        .filter(pl.col("timestamp").is_not_null())
         .group_by(day=pl.col("timestamp").dt.date())
         .agg(
             pl.len().alias("rows"),

@@ -252,7 +252,10 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
     log kinds it carries a column for.
     """
     cols = set(source.columns)
-    lf = source.frame
+    # With a separate accounts table, the rows stay unjoined: its columns are
+    # joined once per account after aggregation (see extract_parts).
+    lf = source.frame if source.account_table is None else source.log_rows
+    assert lf is not None
     schema = lf.collect_schema().names()
     log_kinds = [k for k, c in LOG_VALUE_KINDS.items() if c in cols and k not in DERIVED_KINDS]
     has_prompt = "prompt" in cols
@@ -281,7 +284,7 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
             prompt.str.contains(pattern).alias(f"_{name}")
             for name, pattern in CAPABILITY_PATTERNS.items()
         )
-    exprs.extend(pl.col(c) for c in _account_columns(cols))
+    exprs.extend(pl.col(c) for c in _account_columns(cols) if c in schema)
     if by_day:
         exprs.append(pl.col("timestamp").dt.date().alias("day"))
     return lf.select(exprs), log_kinds
@@ -391,10 +394,8 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
         "last_seen",
         "variants",
     ]
-    frames = [
-        f.with_columns(pl.col("account_id").cast(pl.String))
-        for f in pl.collect_all([*(q.select(usage_cols) for q in usage_qs), activity_q, accounts_q])
-    ]
+    # Account ids stay categories while batches are merged (see extract_parts).
+    frames = pl.collect_all([*(q.select(usage_cols) for q in usage_qs), activity_q, accounts_q])
     usage = (
         pl.concat(frames[: len(usage_qs)])
         if usage_qs
@@ -455,7 +456,22 @@ def extract_parts(
         merged = _merge(([merged] if merged else []) + pending, keys) if pending else merged
     if merged is None:
         merged = _aggregate(plan.head(0).collect(), log_kinds, by_day)
-    return replace(merged, columns=tuple(sorted(source.columns)))
+    as_text = pl.col("account_id").cast(pl.String)
+    accounts = merged.accounts.with_columns(as_text)
+    if source.account_table is not None:
+        table = source.account_table.collect()
+        # Laid out as aggregating joined rows would: attributes last, by name.
+        wanted = [c for c in _account_columns(set(source.columns)) if c in table.columns]
+        accounts = accounts.join(
+            table.select("account_id", *wanted), on="account_id", how="left"
+        ).select(*accounts.columns, *wanted)
+    return Parts(
+        merged.usage.with_columns(as_text),
+        merged.activity.with_columns(as_text),
+        accounts,
+        merged.counts,
+        tuple(sorted(source.columns)),
+    )
 
 
 def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl.DataFrame:

@@ -115,6 +115,12 @@ class Source:
     missing: tuple[str, ...]
     files: tuple[Path, ...]
     accounts_file: Path | None
+    log_rows: pl.LazyFrame | None = None
+    """``frame`` before the accounts table is joined on (same rows, log columns only), set
+    when every account column comes from the table alone: per-account work can then
+    join the table once per account instead of once per request."""
+    account_table: pl.LazyFrame | None = None
+    """The accounts table (canonical columns, one row per account) that ``frame`` joins."""
 
 
 @dataclass(frozen=True)
@@ -207,9 +213,10 @@ def read_logs(
                 f"mapped column {columns[c]!r} (for {c}) not found in the log files or in "
                 f"{accounts_path}; fix --column {c}=... or the [columns] table in --config"
             )
-        frame = _join_accounts(frame, account_frame, present, account_present)
-        present = [c for c in ALL_COLUMNS if c in present or c in account_present]
-
+    flags = [
+        pl.col(IP_INVALID) if "ip" in present else pl.lit(False).alias(IP_INVALID),
+        pl.col(TOKENS_INVALID),
+    ]
     frame = frame.with_columns(
         pl.when(pl.col("timestamp").is_null())
         .then(pl.lit("unparseable_timestamp"))
@@ -217,12 +224,16 @@ def read_logs(
         .then(pl.lit("null_account_id"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias(BAD)
-    )
-    flags = [
-        pl.col(IP_INVALID) if "ip" in present else pl.lit(False).alias(IP_INVALID),
-        pl.col(TOKENS_INVALID),
-    ]
-    frame = frame.select(*present, BAD, *flags)
+    ).select(*present, BAD, *flags)
+    log_rows: pl.LazyFrame | None = None
+    account_table: pl.LazyFrame | None = None
+    if accounts is not None:
+        overlap = any(c != "account_id" and c in present for c in account_present)
+        if not overlap:
+            log_rows, account_table = frame, account_frame
+        frame = _join_accounts(frame, account_frame, present, account_present)
+        present = [c for c in ALL_COLUMNS if c in present or c in account_present]
+        frame = frame.select(*present, BAD, IP_INVALID, TOKENS_INVALID)
     missing = tuple(c for c in ALL_COLUMNS if c not in present and c not in REQUIRED)
     return Source(
         frame=frame,
@@ -230,6 +241,8 @@ def read_logs(
         missing=missing,
         files=tuple(f.path for f in files),
         accounts_file=accounts_path,
+        log_rows=log_rows,
+        account_table=account_table,
     )
 
 
@@ -245,8 +258,9 @@ def malformed_counts(source: Source) -> dict[str, int]:
     {'unparseable_timestamp': 3, 'null_account_id': 0, 'invalid_ip': 12, 'invalid_tokens': 1}
     """
     bad = pl.col(BAD)
+    rows = source.frame if source.log_rows is None else source.log_rows
     row = (
-        source.frame.select(
+        rows.select(
             (bad == "unparseable_timestamp").sum().alias("unparseable_timestamp"),
             (bad == "null_account_id").sum().alias("null_account_id"),
             pl.col(IP_INVALID).sum().alias("invalid_ip"),

@@ -170,3 +170,36 @@ def test_batched_extraction_is_exact(tmp_path):
     for name in ("usage", "activity", "accounts"):
         assert_frame_equal(getattr(whole, name), getattr(buckets, name))
     assert (whole.rows, whole.malformed) == (buckets.rows, buckets.malformed)
+
+
+def test_accounts_table_joined_per_account_equals_joined_per_row(tmp_path):
+    from dataclasses import replace
+
+    from polars.testing import assert_frame_equal
+
+    logs, accounts = write(tmp_path, campaign(20), strangers(30), background(100))
+    source = read_logs([logs], accounts=accounts)
+    assert source.account_table is not None
+    per_account = extract(source)
+    per_row = extract(replace(source, log_rows=None, account_table=None))
+    for name in ("usage", "activity", "accounts"):
+        assert_frame_equal(getattr(per_account, name), getattr(per_row, name))
+
+
+def test_account_columns_in_the_logs_and_the_table_join_per_row(tmp_path):
+    logs, accounts = write(tmp_path, campaign(5), strangers(3))
+    both = tmp_path / "logs_with_email.parquet"
+    table = pl.read_parquet(accounts).select("account_id", "email")
+    pl.read_parquet(logs).join(table, on="account_id", how="left").with_columns(
+        email=pl.when(pl.col("account_id").str.ends_with("1"))
+        .then(None)
+        .otherwise(pl.lit("x@corp.example"))
+    ).write_parquet(both)
+    source = read_logs([both], accounts=accounts)
+    # The logs' non-null values win over the table's, row by row: no per-account shortcut.
+    assert source.account_table is None and source.log_rows is None
+    ev = extract(source)
+    emails = dict(ev.accounts.select("account_id", "email").iter_rows())
+    assert all(
+        (e == "x@corp.example") != a.endswith("1") for a, e in emails.items() if e is not None
+    )
