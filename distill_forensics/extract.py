@@ -323,10 +323,15 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
         pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
     ).row(0, named=True)
     counts = {k: int(v or 0) for k, v in counts_row.items()}
-    # Account ids as categories: the batch's seven group-bys key on integers.
+    # Account ids and values as categories: the group-bys key on integers, and
+    # the parts held for merging store each distinct text once.
+    category = pl.Categorical()
     good = (
         batch.filter(pl.col("_bad").is_null())
-        .with_columns(pl.col("account_id").cast(pl.Categorical))
+        .with_columns(
+            pl.col("account_id").cast(category),
+            *(pl.col(f"_v_{kind}").cast(category) for kind in log_kinds),
+        )
         .lazy()
     )
     day = ["day"] if by_day else []
@@ -343,7 +348,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
             .filter(pl.col("value").is_not_null())
             .group_by(*day, "account_id", "value")
             .agg(*seen, variants.alias("variants"))
-            .with_columns(kind=pl.lit(kind))
+            .with_columns(kind=pl.lit(kind, category))
         )
     activity_q = good.group_by(
         "account_id", (pl.col("timestamp").dt.epoch("s") // SLOT_SECONDS).alias("slot")
@@ -369,7 +374,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
                 base_q.select(
                     *day,
                     "account_id",
-                    to_value(pl.col("value")).alias("value"),
+                    to_value(pl.col("value").cast(pl.String)).cast(category).alias("value"),
                     "n_requests",
                     "first_seen",
                     "last_seen",
@@ -382,7 +387,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
                     pl.col("last_seen").max(),
                     pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
                 )
-                .with_columns(kind=pl.lit(kind))
+                .with_columns(kind=pl.lit(kind, category))
             )
     usage_cols = [
         *day,
@@ -394,7 +399,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
         "last_seen",
         "variants",
     ]
-    # Account ids stay categories while batches are merged (see extract_parts).
+    # Ids, kinds and values stay categories while batches merge (see extract_parts).
     frames = pl.collect_all([*(q.select(usage_cols) for q in usage_qs), activity_q, accounts_q])
     usage = (
         pl.concat(frames[: len(usage_qs)])
@@ -456,7 +461,7 @@ def extract_parts(
         merged = _merge(([merged] if merged else []) + pending, keys) if pending else merged
     if merged is None:
         merged = _aggregate(plan.head(0).collect(), log_kinds, by_day)
-    as_text = pl.col("account_id").cast(pl.String)
+    as_text = pl.col(pl.Categorical).cast(pl.String)
     accounts = merged.accounts.with_columns(as_text)
     if source.account_table is not None:
         table = source.account_table.collect()
@@ -591,14 +596,9 @@ def finish(parts: Parts) -> Evidence:
     usage = pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts])
     # Sorted by kind, value, account: one kind at a time, which spares comparing kinds.
     by_kind = usage.partition_by("kind", as_dict=True)
-    usage = (
-        pl.concat(
-            [by_kind[key].sort("value", "account_id") for key in sorted(by_kind)],
-            how="vertical",
-        )
-        if by_kind
-        else usage
-    )
+    if by_kind:
+        sorts = [by_kind[key].lazy().sort("value", "account_id") for key in sorted(by_kind)]
+        usage = pl.concat(pl.collect_all(sorts), how="vertical")
     accounts = accounts.select(
         [
             pl.col(c) if c in accounts.columns else pl.lit(None, pl.String).alias(c)
