@@ -75,6 +75,7 @@ def write_evidence(
         tables = {
             "usage": parts.usage.filter(pl.col("day") == day)
             .drop("day")
+            .with_columns(pl.col(pl.Categorical).cast(pl.String))
             .sort("kind", "value", "account_id"),
             "activity": activity.filter(pl.col("day") == day)
             .drop("day")

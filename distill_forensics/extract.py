@@ -424,6 +424,79 @@ RowsRead = Callable[[int], None]
 """Called with the number of rows read so far, as extraction goes."""
 
 
+MERGE_SHARDS = 8
+"""Parts are merged in this many account shards, so a merge holds one shard at a time."""
+
+
+class _Accumulator:
+    """Aggregates batches as they arrive and merges the parts as they pile up.
+
+    Each part is split into account shards; a shard's pending parts are merged
+    into it once they outgrow it (and ``MERGE_ROWS / MERGE_SHARDS``), so merging
+    costs about twice the final evidence and never holds more than one shard's
+    worth of intermediate groups.
+    """
+
+    def __init__(self, log_kinds: Sequence[str], by_day: bool, on_rows: RowsRead | None) -> None:
+        self.log_kinds, self.by_day, self.on_rows = log_kinds, by_day, on_rows
+        self.keys = ["day"] if by_day else []
+        self.merged: list[Parts | None] = [None] * MERGE_SHARDS
+        self.pending: list[list[Parts]] = [[] for _ in range(MERGE_SHARDS)]
+        self.rows = 0
+
+    def add(self, batch: pl.DataFrame) -> None:
+        if batch.height == 0:
+            return
+        part = _aggregate(batch, self.log_kinds, self.by_day)
+        self.rows += part.counts["rows"]
+        if self.on_rows is not None:
+            self.on_rows(self.rows)
+        for shard, piece in enumerate(_shards(part)):
+            self.pending[shard].append(piece)
+            size = sum(p.usage.height for p in self.pending[shard])
+            merged = self.merged[shard]
+            if size >= max(MERGE_ROWS // MERGE_SHARDS, merged.usage.height if merged else 0):
+                self._merge_pending(shard)
+
+    def _merge_pending(self, shard: int) -> None:
+        merged = self.merged[shard]
+        self.merged[shard] = _merge(([merged] if merged else []) + self.pending[shard], self.keys)
+        self.pending[shard] = []
+
+    def result(self) -> Parts | None:
+        for shard in range(MERGE_SHARDS):
+            if self.pending[shard]:
+                self._merge_pending(shard)
+        shards = [m for m in self.merged if m is not None]
+        return _concat(shards) if shards else None
+
+
+def _shards(part: Parts) -> list[Parts]:
+    """``part`` split into ``MERGE_SHARDS`` parts of disjoint accounts (counts in the first)."""
+    shard = (pl.col("account_id").to_physical() % MERGE_SHARDS).alias("_shard")
+
+    def split(frame: pl.DataFrame) -> list[pl.DataFrame]:
+        pieces = frame.with_columns(shard).partition_by("_shard", as_dict=True, include_key=False)
+        return [pieces.get((s,), frame.clear()) for s in range(MERGE_SHARDS)]
+
+    usage, activity, accounts = split(part.usage), split(part.activity), split(part.accounts)
+    return [
+        Parts(usage[s], activity[s], accounts[s], part.counts if s == 0 else {}, part.columns)
+        for s in range(MERGE_SHARDS)
+    ]
+
+
+def _concat(parts: Sequence[Parts]) -> Parts:
+    """Join the parts of disjoint sets of accounts."""
+    return Parts(
+        pl.concat([p.usage for p in parts], rechunk=False),
+        pl.concat([p.activity for p in parts], rechunk=False),
+        pl.concat([p.accounts for p in parts], rechunk=False),
+        _sum_counts(parts),
+        _union_columns(parts),
+    )
+
+
 def extract_parts(
     source: Source,
     *,
@@ -439,28 +512,13 @@ def extract_parts(
     number of rows or files, and each row is read and parsed once.
     """
     plan, log_kinds = _row_columns(source, by_day)
-    keys = ["day"] if by_day else []
-    merged: Parts | None = None
-    pending: list[Parts] = []
-    pending_size = 0
-    rows = 0
-    for batch in plan.collect_batches(chunk_size=batch_rows, maintain_order=False):
-        if batch.height == 0:
-            continue
-        part = _aggregate(batch, log_kinds, by_day)
-        del batch
-        rows += part.counts["rows"]
-        if on_rows is not None:
-            on_rows(rows)
-        pending.append(part)
-        pending_size += part.usage.height
-        if pending_size >= max(MERGE_ROWS, merged.usage.height if merged else 0):
-            merged = _merge(([merged] if merged else []) + pending, keys)
-            pending, pending_size = [], 0
-    if pending or merged is None:
-        merged = _merge(([merged] if merged else []) + pending, keys) if pending else merged
-    if merged is None:
-        merged = _aggregate(plan.head(0).collect(), log_kinds, by_day)
+    acc = _Accumulator(log_kinds, by_day, on_rows)
+    # The engine hands each batch over and waits for it to be aggregated, so
+    # batches never pile up faster than they are reduced.
+    plan.sink_batches(acc.add, chunk_size=batch_rows, maintain_order=False)
+    merged = acc.result() or _aggregate(plan.head(0).collect(), log_kinds, by_day)
+    # Usage stays categorical (finish and write_evidence turn it into text one
+    # kind or one day at a time); the small tables become text now.
     as_text = pl.col(pl.Categorical).cast(pl.String)
     accounts = merged.accounts.with_columns(as_text)
     if source.account_table is not None:
@@ -471,7 +529,7 @@ def extract_parts(
             table.select("account_id", *wanted), on="account_id", how="left"
         ).select(*accounts.columns, *wanted)
     return Parts(
-        merged.usage.with_columns(as_text),
+        merged.usage,
         merged.activity.with_columns(as_text),
         accounts,
         merged.counts,
@@ -575,30 +633,45 @@ def finish(parts: Parts) -> Evidence:
         accounts = _merge_accounts([accounts.drop("day")])
     if "day" in usage_logs.columns:
         usage_logs = _merge_usage([usage_logs.drop("day")])
-    usage_logs = usage_logs.with_columns(
-        n_variants=pl.when(pl.col("kind") == "template").then(sketch_count(pl.col("variants")))
-    )
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
-    usage_parts = [usage_logs]
+    text = [pl.col(c).cast(pl.String) for c in ("account_id", "kind", "value")]
+    tables: dict[str, pl.LazyFrame] = {
+        kind: usage_logs.lazy().filter(pl.col("kind") == kind).with_columns(text)
+        for kind in usage_logs.get_column("kind").cast(pl.String).unique().to_list()
+    }
     for kind in acct_kinds:
-        usage_parts.append(
-            accounts.select(
+        tables[kind] = (
+            accounts.lazy()
+            .select(
                 "account_id",
                 pl.lit(kind).alias("kind"),
                 _account_value_expr(kind).alias("value"),
                 pl.col("n_requests"),
                 created.alias("first_seen"),
                 created.alias("last_seen"),
-                pl.lit(None, pl.Int64).alias("n_variants"),
                 pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
-            ).filter(pl.col("value").is_not_null())
+            )
+            .filter(pl.col("value").is_not_null())
         )
-    usage = pl.concat([p.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA) for p in usage_parts])
-    # Sorted by kind, value, account: one kind at a time, which spares comparing kinds.
-    by_kind = usage.partition_by("kind", as_dict=True)
-    if by_kind:
-        sorts = [by_kind[key].lazy().sort("value", "account_id") for key in sorted(by_kind)]
-        usage = pl.concat(pl.collect_all(sorts), how="vertical")
+    # Sorted by kind, value, account; one kind at a time, so memory holds the
+    # parts, the sorted result and one kind in between.
+    usage = pl.concat(
+        [
+            tables[kind]
+            .with_columns(
+                n_variants=pl.when(pl.col("kind") == "template").then(
+                    sketch_count(pl.col("variants"))
+                )
+            )
+            .select(list(USAGE_SCHEMA))
+            .cast(USAGE_SCHEMA)
+            .sort("value", "account_id")
+            .collect()
+            for kind in sorted(tables)
+        ]
+        or [pl.DataFrame(schema=USAGE_SCHEMA)],
+        rechunk=False,
+    )
     accounts = accounts.select(
         [
             pl.col(c) if c in accounts.columns else pl.lit(None, pl.String).alias(c)
