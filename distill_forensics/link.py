@@ -137,7 +137,7 @@ _CHUNK = 1 << 20
 _EMPTY_DTYPES = {"i": np.int64, "j": np.int64, "n_families": np.int32, "same_org": np.bool_}
 
 
-def _jit(func: Callable[..., Any] | None = None, *, parallel: bool = False) -> Any:
+def compiled(func: Callable[..., Any] | None = None, *, parallel: bool = False) -> Any:
     """Compile with numba, caching the machine code next to the source when that is writable."""
 
     def compile_(f: Callable[..., Any]) -> Any:
@@ -149,7 +149,7 @@ def _jit(func: Callable[..., Any] | None = None, *, parallel: bool = False) -> A
     return compile_ if func is None else compile_(func)
 
 
-@_jit
+@compiled
 def _block_sum(buf: np.ndarray, start: int, n: int) -> float:
     """Sum of at most 128 values as numpy's pairwise summation adds them (8 accumulators)."""
     if n < 8:
@@ -178,7 +178,7 @@ def _block_sum(buf: np.ndarray, start: int, n: int) -> float:
     return res
 
 
-@_jit
+@compiled
 def _pairwise_sum(buf: np.ndarray, start: int, n: int) -> float:
     """``buf[start:start + n].sum()`` in numpy's pairwise order, to the last bit.
 
@@ -216,7 +216,7 @@ def _pairwise_sum(buf: np.ndarray, start: int, n: int) -> float:
     return sums[0]
 
 
-@_jit
+@compiled
 def _dots_range(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -286,7 +286,7 @@ def _dots_range(
             where[indices[q]] = absent
 
 
-@_jit(parallel=True)
+@compiled(parallel=True)
 def _pair_dots(
     indptr: np.ndarray,
     indices: np.ndarray,

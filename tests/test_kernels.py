@@ -1,11 +1,13 @@
-"""The compiled kernels agree with the library code they replace."""
+"""The compiled kernels of linking and clustering agree with the library code they replace."""
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from distill_forensics.cluster import _bridges
 from distill_forensics.link import _pair_dots, _pairwise_sum
 
 
@@ -48,3 +50,20 @@ def test_pair_dots_match_sparse_row_products():
         expected = np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel()
         assert np.array_equal(got[:, k], expected)
     assert (where == x.nnz).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bridges_match_networkx(seed):
+    g = nx.gnm_random_graph(80, 90, seed=seed)
+    g.add_edges_from(nx.path_graph(range(80, 95)).edges)  # a chain: every link a bridge
+    edges = np.array(sorted(g.edges), dtype=np.int64).reshape(-1, 2)
+    i, j = edges[:, 0], edges[:, 1]
+    n = 100
+    ends = np.concatenate([i, j])
+    order = np.argsort(ends, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(ends, minlength=n))]
+    nbr = np.concatenate([j, i])[order]
+    edge_of = np.concatenate([np.arange(len(i)), np.arange(len(i))])[order]
+    bridge = _bridges(indptr, nbr, edge_of, len(i))
+    got = {(int(a), int(b)) for a, b in edges[bridge]}
+    assert got == {(min(a, b), max(a, b)) for a, b in nx.bridges(g)}
