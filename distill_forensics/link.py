@@ -340,54 +340,75 @@ def _runs(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos, np.repeat(length, length)
 
 
+@compiled
 def _next_pairs(
     idx: np.ndarray, pos: np.ndarray, size: np.ndarray, dmax: int, n: int
-) -> list[np.ndarray]:
-    """Pair keys of each row with the next ``dmax`` rows of its run (runs sorted by group)."""
-    out = []
-    left = size - pos
-    for d in range(1, dmax + 1):
-        at = np.flatnonzero(left > d)
-        if len(at) == 0:
-            break
-        a = idx[at]
-        b = idx[at + d]
-        out.append(_pair_keys(a, b, n))
-    return out
+) -> np.ndarray:
+    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run.
+
+    Rows are sorted by group; ``pos`` and ``size`` place each row in its run.
+    Pairs of an account with itself are left out.
+    """
+    total = 0
+    for p in range(len(idx)):
+        total += min(dmax, size[p] - pos[p] - 1)
+    out = np.empty(total, dtype=np.int64)
+    m = 0
+    for p in range(len(idx)):
+        a = idx[p]
+        for d in range(1, min(dmax, size[p] - pos[p] - 1) + 1):
+            b = idx[p + d]
+            if a != b:
+                out[m] = min(a, b) * n + max(a, b)
+                m += 1
+    return out[:m]
 
 
-def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """One int64 per unordered pair of distinct accounts: ``min * n + max``."""
-    lo = np.minimum(a, b)
-    hi = np.maximum(a, b)
-    distinct = lo != hi
-    return lo[distinct] * n + hi[distinct]
+def _sort_in_groups(
+    group: np.ndarray, idx: np.ndarray, rank: np.ndarray, by_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by (group, rank of the account): one int64 sort when both fit in one."""
+    bits = max(1, (len(by_rank) - 1).bit_length())
+    if (int(group.max()) + 1).bit_length() + bits <= 62:
+        packed = np.sort((group << bits) | rank[idx])
+        return packed >> bits, by_rank[packed & ((1 << bits) - 1)]
+    order = np.lexsort((rank[idx], group))
+    return group[order], idx[order]
 
 
 def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np.ndarray]:
     """Candidate pair keys from group membership (group, idx, sig1, sig2).
 
     Every pair within groups of at most ``rare_max`` members; in larger groups
-    each member and its next ``k`` members in (sig1, sig2) order and in
-    (sig2, sig1) order. Keys may repeat; the caller removes repeats.
+    each member and its next ``k`` members in (sig1, sig2, idx) order and in
+    (sig2, sig1, idx) order. Keys may repeat; the caller removes repeats.
     """
-    s = members.sort("group", "sig1", "sig2", "idx")
-    group = s.get_column("group").to_numpy()
-    idx = s.get_column("idx").to_numpy().astype(np.int64)
-    pos, size = _runs(group)
+    if members.height == 0:
+        return []
+    # The signatures are the account's, so each order within a group is the
+    # order of the accounts' ranks: sort (group, rank) packed in one int64.
+    acc = members.select("idx", "sig1", "sig2").unique("idx")
+    by1 = acc.sort("sig1", "sig2", "idx").get_column("idx").to_numpy().astype(np.int64)
+    by2 = acc.sort("sig2", "sig1", "idx").get_column("idx").to_numpy().astype(np.int64)
+    rank1 = np.zeros(n, dtype=np.int64)
+    rank2 = np.zeros(n, dtype=np.int64)
+    rank1[by1] = np.arange(len(by1))
+    rank2[by2] = np.arange(len(by2))
+    group_codes = (
+        members.select(pl.col("group").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    )
+    idx = members.get_column("idx").to_numpy().astype(np.int64)
+    group_codes, idx = _sort_in_groups(group_codes, idx, rank1, by1)
+    pos, size = _runs(group_codes)
     rare = size <= rare_max
-    keys = _next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n)
     popular = ~rare
-    keys += _next_pairs(idx[popular], pos[popular], size[popular], k, n)
+    keys = [
+        _next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n),
+        _next_pairs(idx[popular], pos[popular], size[popular], k, n),
+    ]
     if popular.any():
-        s2 = (
-            s.filter(pl.Series(popular))
-            .sort("group", "sig2", "sig1", "idx")
-            .get_column("idx")
-            .to_numpy()
-            .astype(np.int64)
-        )
-        keys += _next_pairs(s2, pos[popular], size[popular], k, n)
+        _, idx2 = _sort_in_groups(group_codes[popular], idx[popular], rank2, by2)
+        keys.append(_next_pairs(idx2, pos[popular], size[popular], k, n))
     return keys
 
 
@@ -548,8 +569,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         cand += _candidates(band_members, opt.rare_max, opt.neighbours, n_acc)
 
     # Each candidate pair once, as i * n + j with i < j, in (i, j) order.
-    keys = np.sort(np.concatenate(cand)) if cand else np.zeros(0, dtype=np.int64)
+    keys = np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64)
     del cand
+    keys.sort()
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     n_candidates = len(keys)
 
