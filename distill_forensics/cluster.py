@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from distill_forensics.extract import Evidence
-from distill_forensics.link import Links, both_ends
+from distill_forensics.link import Links, both_ends, compiled
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,14 @@ def _split(nodes: np.ndarray, edges: pl.DataFrame, opt: ClusterOptions) -> list[
     """
     g = nx.Graph()
     g.add_nodes_from(int(n) for n in nodes)
-    g.add_weighted_edges_from(edges.select("i", "j", "weight").iter_rows())
+    g.add_weighted_edges_from(
+        zip(
+            edges.get_column("i").to_list(),
+            edges.get_column("j").to_list(),
+            edges.get_column("weight").to_list(),
+            strict=True,
+        )
+    )
     parts = nx.community.louvain_communities(
         g, weight="weight", resolution=opt.resolution, seed=opt.seed
     )
@@ -200,8 +207,59 @@ def _connected(groups: list[list[int]], edges: pl.DataFrame, n: int) -> list[lis
     ]
 
 
+@compiled
+def _bridges(indptr: np.ndarray, nbr: np.ndarray, edge: np.ndarray, n_edges: int) -> np.ndarray:
+    """Which edges of an undirected graph are bridges (Tarjan's low-link, iterative DFS).
+
+    The graph is CSR adjacency: the neighbours of node ``v`` are
+    ``nbr[indptr[v]:indptr[v + 1]]``, reached over edges ``edge[...]``.
+    """
+    n = len(indptr) - 1
+    disc = np.full(n, -1, dtype=np.int64)
+    low = np.zeros(n, dtype=np.int64)
+    via = np.full(n, -1, dtype=np.int64)
+    nxt = indptr[:-1].copy()
+    stack = np.empty(n, dtype=np.int64)
+    bridge = np.zeros(n_edges, dtype=np.bool_)
+    clock = 0
+    for root in range(n):
+        if disc[root] >= 0 or indptr[root] == indptr[root + 1]:
+            continue
+        disc[root] = clock
+        low[root] = clock
+        clock += 1
+        top = 0
+        stack[0] = root
+        while top >= 0:
+            v = stack[top]
+            if nxt[v] < indptr[v + 1]:
+                pos = nxt[v]
+                nxt[v] += 1
+                w = nbr[pos]
+                if edge[pos] == via[v]:
+                    continue
+                if disc[w] < 0:
+                    disc[w] = clock
+                    low[w] = clock
+                    clock += 1
+                    via[w] = edge[pos]
+                    top += 1
+                    stack[top] = w
+                elif disc[w] < low[v]:
+                    low[v] = disc[w]
+            else:
+                top -= 1
+                if top >= 0:
+                    u = stack[top]
+                    if low[v] < low[u]:
+                        low[u] = low[v]
+                    if low[v] > disc[u]:
+                        bridge[via[v]] = True
+    return bridge
+
+
 def _cut_bridges(
-    groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions
+    groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions, n: int
 ) -> list[list[int]]:
     """Detach small groups that hang on a large cluster by a single link (a bridge).
 
@@ -210,35 +268,44 @@ def _cut_bridges(
     Pieces under ``bridge_fraction`` of the cluster become clusters of their own
     and are scored on their own behaviour.
     """
-    out: list[list[int]] = []
-    member = {i: k for k, g in enumerate(groups) if len(g) >= opt.peel_min_size for i in g}
-    if not member:
-        return groups
-    ids = pl.DataFrame(
-        {"i": list(member), "gi": list(member.values())}, schema={"i": pl.Int64, "gi": pl.Int64}
-    )
-    intra = (
-        edges.select(pl.col("i").cast(pl.Int64), pl.col("j").cast(pl.Int64))
-        .join(ids, on="i")
-        .join(ids.rename({"i": "j", "gi": "gj"}), on="j")
-        .filter(pl.col("gi") == pl.col("gj"))
-    )
-    by_group = {k: part for (k,), part in intra.group_by("gi")}
+    label = np.full(n, -1, dtype=np.int64)
     for k, g in enumerate(groups):
-        if len(g) < opt.peel_min_size or k not in by_group:
+        if len(g) >= opt.peel_min_size:
+            label[np.asarray(g, dtype=np.int64)] = k
+    if not (label >= 0).any():
+        return groups
+    i = edges.get_column("i").to_numpy().astype(np.int64)
+    j = edges.get_column("j").to_numpy().astype(np.int64)
+    inside = (label[i] >= 0) & (label[i] == label[j]) & (i != j)
+    # Each link once, whichever way round it is listed.
+    key = np.sort(np.minimum(i[inside], j[inside]) * n + np.maximum(i[inside], j[inside]))
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
+    i, j = np.divmod(key, n)
+    # The groups' own links form one graph whose components lie within groups,
+    # so its bridges are the bridges of every group at once.
+    ends = np.concatenate([i, j])
+    order = np.argsort(ends, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(ends, minlength=n))]
+    nbr = np.concatenate([j, i])[order]
+    edge_of = np.concatenate([np.arange(len(i)), np.arange(len(i))])[order]
+    bridge = _bridges(indptr, nbr, edge_of, len(i))
+    cut_groups = np.unique(label[i[bridge]])
+    if len(cut_groups) == 0:
+        return groups
+    keep = ~bridge
+    adj = sp.coo_matrix((np.ones(int(keep.sum())), (i[keep], j[keep])), shape=(n, n))
+    _, piece = connected_components(adj, directed=False)
+    cut = set(cut_groups.tolist())
+    out: list[list[int]] = []
+    for k, g in enumerate(groups):
+        if k not in cut:
             out.append(g)
             continue
-        graph = nx.Graph()
-        graph.add_nodes_from(g)
-        graph.add_edges_from(by_group[k].select("i", "j").iter_rows())
-        bridges = list(nx.bridges(graph))
-        if not bridges:
-            out.append(g)
-            continue
-        graph.remove_edges_from(bridges)
-        parts = sorted(
-            (sorted(c) for c in nx.connected_components(graph)), key=lambda c: (-len(c), c)
-        )
+        members = np.sort(np.asarray(g, dtype=np.int64))
+        by_piece: dict[int, list[int]] = {}
+        for node, p in zip(members.tolist(), piece[members].tolist(), strict=True):
+            by_piece.setdefault(p, []).append(node)
+        parts = sorted(by_piece.values(), key=lambda c: (-len(c), c))
         main = list(parts[0])
         for part in parts[1:]:
             if len(part) < opt.bridge_fraction * len(g):
@@ -270,15 +337,19 @@ def cluster(links: Links, options: ClusterOptions | None = None) -> pl.DataFrame
     sizes = comp.group_by("comp").agg(pl.len().alias("size"), pl.col("idx").sort())
     groups: list[list[int]] = []
     e_comp = e.join(comp.rename({"idx": "i"}), on="i")
-    for row in sizes.filter(pl.col("size") >= opt.min_size).sort("comp").iter_rows(named=True):
-        nodes = np.asarray(row["idx"])
-        if row["size"] >= opt.split_min_size:
-            sub = e_comp.filter(pl.col("comp") == row["comp"])
-            groups.extend(_split(nodes, sub, opt))
+    sizes = sizes.filter(pl.col("size") >= opt.min_size).sort("comp")
+    big = sizes.filter(pl.col("size") >= opt.split_min_size).get_column("comp")
+    # Each large component's links, in the order they come in ``e_comp``.
+    big_edges = e_comp.filter(pl.col("comp").is_in(big.implode())).partition_by(
+        "comp", as_dict=True, maintain_order=True
+    )
+    for c, size, idx in sizes.select("comp", "size", "idx").iter_rows():
+        if size >= opt.split_min_size:
+            groups.extend(_split(np.asarray(idx), big_edges[(c,)], opt))
         else:
-            groups.append(list(map(int, nodes)))
+            groups.append(idx)
     groups = _peel(groups, e, opt)
-    groups = _cut_bridges(groups, e, opt)
+    groups = _cut_bridges(groups, e, opt, n)
     groups = _connected(groups, e, n)
     rows_acc: list[str] = []
     rows_cid: list[str] = []

@@ -19,8 +19,11 @@ active 10-minute slots, then measures co-activity exactly for the candidates.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import numba
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -128,55 +131,327 @@ def _hash64(values: pl.Expr, seed: int) -> pl.Expr:
     return values.hash(seed=seed)
 
 
-def _neighbour_pairs(members: pl.DataFrame, k: int, orders: list[list[str]]) -> pl.DataFrame:
-    """Pairs of each member with its next ``k`` members of the same group in each order."""
-    out = []
-    for cols in orders:
-        s = members.sort("group", *cols, "idx")
-        for d in range(1, k + 1):
-            out.append(
-                s.select(
-                    pl.col("idx").alias("i"),
-                    pl.col("idx").shift(-d).over("group").alias("j"),
-                ).drop_nulls()
-            )
-    if not out:
-        return pl.DataFrame(schema={"i": pl.Int64, "j": pl.Int64})
-    return pl.concat(out)
+_CHUNK = 1 << 20
+"""Candidate pairs scored at a time: bounds the per-pair, per-kind working arrays."""
+
+_EMPTY_DTYPES = {"i": np.int64, "j": np.int64, "n_families": np.int32, "same_org": np.bool_}
 
 
-def _all_pairs(members: pl.DataFrame) -> pl.DataFrame:
-    return (
-        members.select("group", pl.col("idx").alias("i"))
-        .join(members.select("group", pl.col("idx").alias("j")), on="group")
-        .filter(pl.col("i") < pl.col("j"))
-        .select("i", "j")
-    )
+def compiled(func: Callable[..., Any] | None = None, *, parallel: bool = False) -> Any:
+    """Compile with numba, caching the machine code next to the source when that is writable."""
+
+    def compile_(f: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(cache=True, nogil=True, parallel=parallel)(f)
+        except RuntimeError:  # no writable cache directory: compile on first use instead
+            return numba.njit(nogil=True, parallel=parallel)(f)
+
+    return compile_ if func is None else compile_(func)
 
 
-def _candidates(members: pl.DataFrame, rare_max: int, k: int) -> pl.DataFrame:
-    """Candidate pairs from group membership (group, idx, sig1, sig2) without quadratic growth."""
-    sizes = members.group_by("group").agg(pl.len().alias("size"))
-    m = members.join(sizes, on="group")
-    rare = _all_pairs(m.filter(pl.col("size") <= rare_max))
-    popular = _neighbour_pairs(
-        m.filter(pl.col("size") > rare_max), k, [["sig1", "sig2"], ["sig2", "sig1"]]
-    )
-    pairs = pl.concat([rare, popular]).select(
-        pl.min_horizontal("i", "j").alias("i"), pl.max_horizontal("i", "j").alias("j")
-    )
-    return pairs.filter(pl.col("i") != pl.col("j")).unique()
+@compiled
+def _block_sum(buf: np.ndarray, start: int, n: int) -> float:
+    """Sum of at most 128 values as numpy's pairwise summation adds them (8 accumulators)."""
+    if n < 8:
+        res = 0.0
+        for t in range(n):
+            res += buf[start + t]
+        return res
+    r0, r1, r2, r3 = buf[start], buf[start + 1], buf[start + 2], buf[start + 3]
+    r4, r5, r6, r7 = buf[start + 4], buf[start + 5], buf[start + 6], buf[start + 7]
+    t = 8
+    stop = n - n % 8
+    while t < stop:
+        r0 += buf[start + t]
+        r1 += buf[start + t + 1]
+        r2 += buf[start + t + 2]
+        r3 += buf[start + t + 3]
+        r4 += buf[start + t + 4]
+        r5 += buf[start + t + 5]
+        r6 += buf[start + t + 6]
+        r7 += buf[start + t + 7]
+        t += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while t < n:
+        res += buf[start + t]
+        t += 1
+    return res
 
 
-def _rowwise_dot(
-    x: sp.csr_matrix, i: np.ndarray, j: np.ndarray, chunk: int = 400_000
+@compiled
+def _pairwise_sum(buf: np.ndarray, start: int, n: int) -> float:
+    """``buf[start:start + n].sum()`` in numpy's pairwise order, to the last bit.
+
+    numpy halves a run longer than 128 (at a multiple of 8) and adds the two
+    halves' sums; the halving is done here with an explicit stack.
+    """
+    if n <= 128:
+        return _block_sum(buf, start, n)
+    frames = np.empty((128, 3), dtype=np.int64)  # start, length, halves done
+    sums = np.empty(128)
+    depth = 0
+    n_sums = 0
+    frames[0, 0], frames[0, 1], frames[0, 2] = start, n, 0
+    while depth >= 0:
+        f_start, f_n, done = frames[depth, 0], frames[depth, 1], frames[depth, 2]
+        if f_n <= 128:
+            sums[n_sums] = _block_sum(buf, f_start, f_n)
+            n_sums += 1
+            depth -= 1
+            continue
+        half = f_n // 2
+        half -= half % 8
+        if done == 2:
+            sums[n_sums - 2] = sums[n_sums - 2] + sums[n_sums - 1]
+            n_sums -= 1
+            depth -= 1
+            continue
+        frames[depth, 2] = done + 1
+        depth += 1
+        if done == 0:
+            frames[depth, 0], frames[depth, 1] = f_start, half
+        else:
+            frames[depth, 0], frames[depth, 1] = f_start + half, f_n - half
+        frames[depth, 2] = 0
+    return sums[0]
+
+
+@compiled
+def _dots_range(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    col_kind: np.ndarray,
+    own: np.ndarray,
+    walk: np.ndarray,
+    row: np.ndarray,
+    lo: int,
+    hi: int,
+    where: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[row[p], kind]`` for pairs ``lo <= p < hi``.
+
+    ``where`` maps a column to its entry in the ``own`` row, or to the zero
+    after the last entry of ``data`` when the row lacks it; it is all
+    ``len(data) - 1`` before and after.
+    """
+    absent = len(data) - 1
+    longest = 0
+    for v in range(len(indptr) - 1):
+        longest = max(longest, indptr[v + 1] - indptr[v])
+    prods = np.empty(longest + 1)
+    cols = np.empty(longest + 1, dtype=np.int64)
+    current = -1
+    for p in range(lo, hi):
+        if own[p] != current:
+            if current >= 0:
+                for q in range(indptr[current], indptr[current + 1]):
+                    where[indices[q]] = absent
+            current = own[p]
+            for q in range(indptr[current], indptr[current + 1]):
+                where[indices[q]] = q
+        # Only the part of the walked row within the own row's range of
+        # columns can match.
+        a_lo, a_hi = indptr[current], indptr[current + 1]
+        if a_lo == a_hi:
+            continue
+        b_lo, b_hi = indptr[walk[p]], indptr[walk[p] + 1]
+        b_lo += np.searchsorted(indices[b_lo:b_hi], indices[a_lo])
+        last = indices[a_hi - 1]
+        # Nonzero products of the shared columns, in column order, without a
+        # branch per column: a missing column multiplies by zero and is
+        # overwritten by the next one.
+        m = 0
+        for b in range(b_lo, b_hi):
+            c = indices[b]
+            if c > last:
+                break
+            prod = data[where[c]] * data[b]
+            prods[m] = prod
+            cols[m] = c
+            m += prod != 0.0
+        # Each kind's products are summed as a sparse row product sums them.
+        r = row[p]
+        t = 0
+        while t < m:
+            kind = col_kind[cols[t]]
+            u = t + 1
+            while u < m and col_kind[cols[u]] == kind:
+                u += 1
+            out[r, kind] = prods[t] + _pairwise_sum(prods, t + 1, u - t - 1)
+            t = u
+    if current >= 0:
+        for q in range(indptr[current], indptr[current + 1]):
+            where[indices[q]] = absent
+
+
+@compiled(parallel=True)
+def _pair_dots(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    col_kind: np.ndarray,
+    n_kinds: int,
+    own: np.ndarray,
+    walk: np.ndarray,
+    row: np.ndarray,
+    where: np.ndarray,
 ) -> np.ndarray:
-    out = np.empty(len(i), dtype=np.float64)
-    for s in range(0, len(i), chunk):
-        a = x[i[s : s + chunk]]
-        b = x[j[s : s + chunk]]
-        out[s : s + chunk] = np.asarray(a.multiply(b).sum(axis=1)).ravel()
+    """Per pair and kind, the dot product of two CSR rows over that kind's columns.
+
+    Rows have sorted columns, each kind's columns contiguous. Pairs come
+    grouped by their ``own`` row, which is spread into a column lookup once
+    for the group; the ``walk`` row (the shorter one, ideally) is walked
+    against it. Products are summed as ``np.add.reduceat`` sums them, so
+    ``out[row[p]]`` equals a sparse row product
+    (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
+    holds one lookup row per block of pairs scored in parallel, all
+    ``len(data) - 1``: ``data`` ends with an extra zero.
+    """
+    n = len(own)
+    out = np.zeros((n, n_kinds))
+    blocks = where.shape[0]
+    for blk in numba.prange(blocks):
+        _dots_range(
+            indptr,
+            indices,
+            data,
+            col_kind,
+            own,
+            walk,
+            row,
+            blk * n // blocks,
+            (blk + 1) * n // blocks,
+            where[blk],
+            out,
+        )
     return out
+
+
+def _runs(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's position in its run of equal ``group`` values, and that run's length."""
+    n = len(group)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    length = np.diff(np.r_[start, n])
+    pos = np.arange(n, dtype=np.int64) - np.repeat(start, length)
+    return pos, np.repeat(length, length)
+
+
+@compiled
+def _next_pairs(
+    idx: np.ndarray, pos: np.ndarray, size: np.ndarray, dmax: int, n: int
+) -> np.ndarray:
+    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run.
+
+    Rows are sorted by group; ``pos`` and ``size`` place each row in its run.
+    Pairs of an account with itself are left out.
+    """
+    total = 0
+    for p in range(len(idx)):
+        total += min(dmax, size[p] - pos[p] - 1)
+    out = np.empty(total, dtype=np.int64)
+    m = 0
+    for p in range(len(idx)):
+        a = idx[p]
+        for d in range(1, min(dmax, size[p] - pos[p] - 1) + 1):
+            b = idx[p + d]
+            if a != b:
+                out[m] = min(a, b) * n + max(a, b)
+                m += 1
+    return out[:m]
+
+
+def _sort_in_groups(
+    group: np.ndarray, idx: np.ndarray, rank: np.ndarray, by_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted by (group, rank of the account): one int64 sort when both fit in one."""
+    bits = max(1, (len(by_rank) - 1).bit_length())
+    if (int(group.max()) + 1).bit_length() + bits <= 62:
+        packed = np.sort((group << bits) | rank[idx])
+        return packed >> bits, by_rank[packed & ((1 << bits) - 1)]
+    order = np.lexsort((rank[idx], group))
+    return group[order], idx[order]
+
+
+def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np.ndarray]:
+    """Candidate pair keys from group membership (group, idx, sig1, sig2).
+
+    Every pair within groups of at most ``rare_max`` members; in larger groups
+    each member and its next ``k`` members in (sig1, sig2, idx) order and in
+    (sig2, sig1, idx) order. Keys may repeat; the caller removes repeats.
+    """
+    if members.height == 0:
+        return []
+    # The signatures are the account's, so each order within a group is the
+    # order of the accounts' ranks: sort (group, rank) packed in one int64.
+    acc = members.select("idx", "sig1", "sig2").unique("idx")
+    by1 = acc.sort("sig1", "sig2", "idx").get_column("idx").to_numpy().astype(np.int64)
+    by2 = acc.sort("sig2", "sig1", "idx").get_column("idx").to_numpy().astype(np.int64)
+    rank1 = np.zeros(n, dtype=np.int64)
+    rank2 = np.zeros(n, dtype=np.int64)
+    rank1[by1] = np.arange(len(by1))
+    rank2[by2] = np.arange(len(by2))
+    group_codes = (
+        members.select(pl.col("group").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    )
+    idx = members.get_column("idx").to_numpy().astype(np.int64)
+    group_codes, idx = _sort_in_groups(group_codes, idx, rank1, by1)
+    pos, size = _runs(group_codes)
+    rare = size <= rare_max
+    popular = ~rare
+    keys = [
+        _next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n),
+        _next_pairs(idx[popular], pos[popular], size[popular], k, n),
+    ]
+    if popular.any():
+        _, idx2 = _sort_in_groups(group_codes[popular], idx[popular], rank2, by2)
+        keys.append(_next_pairs(idx2, pos[popular], size[popular], k, n))
+    return keys
+
+
+def _value_matrix(
+    tokens: pl.DataFrame, busy: pl.DataFrame | None, kinds: list[str], n_acc: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Accounts by shared values, weighted ``sqrt(idf * share)``, and each column's kind.
+
+    Kind ``c`` of ``kinds`` fills a block of columns, one per value in hash
+    order; busy slots (weight 1) fill a last block, kind ``len(kinds)``.
+    """
+    kind_code = {k: c for c, k in enumerate(kinds)}
+    kt = tokens.filter(pl.col("kind").is_in(kinds)).select(
+        pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int64).alias("k"),
+        "idx",
+        "idf",
+        "share",
+        (pl.col("tok").rank("dense").over("kind").cast(pl.Int64) - 1).alias("code"),
+    )
+    width = np.zeros(len(kinds) + 1, dtype=np.int64)
+    blocks = kt.group_by("k").agg(pl.col("code").max() + 1)
+    width[blocks.get_column("k").to_numpy()] = blocks.get_column("code").to_numpy()
+    rows = [kt.get_column("idx").to_numpy()]
+    values = [np.sqrt(kt.get_column("idf").to_numpy() * kt.get_column("share").to_numpy())]
+    if busy is not None:
+        slots = busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
+        width[-1] = slots.n_unique()
+        rows.append(busy.get_column("idx").to_numpy())
+        values.append(np.ones(busy.height))
+    offset = np.r_[0, np.cumsum(width)]
+    cols = [offset[kt.get_column("k").to_numpy()] + kt.get_column("code").to_numpy()]
+    if busy is not None:
+        cols.append(offset[-2] + slots.to_numpy())
+    del kt
+    matrix = sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_acc, int(offset[-1])),
+    )
+    matrix.sum_duplicates()
+    matrix.indptr = matrix.indptr.astype(np.int64)
+    matrix.indices = matrix.indices.astype(np.int64)
+    col_kind = np.repeat(np.arange(len(width), dtype=np.int64), width)
+    return matrix, col_kind
 
 
 def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
@@ -188,7 +463,14 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     weights = opt.kind_weights
     link_kinds = [k for k, w in weights.items() if k != "sync" and w > 0]
 
-    usage = evidence.usage.filter(pl.col("kind").is_in(link_kinds)).join(index, on="account_id")
+    usage = (
+        evidence.usage.lazy()
+        .select("account_id", "kind", "value", "n_requests")
+        .filter(pl.col("kind").is_in(link_kinds))
+        .join(index.lazy(), on="account_id")
+        .drop("account_id")
+        .collect()
+    )
     stats = usage.group_by("kind", "value").agg(pl.len().alias("n_accounts"))
     max_n = max(2, int(opt.max_share * n_acc))
     idf_den = math.log(max(n_acc, 3) / 2.0)
@@ -199,8 +481,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # (of its prompts, for templates). Account-level values (card, email,
     # signup) are the whole account. A value an account touched once counts
     # little even when it is rare.
-    totals = evidence.accounts.select(
-        "account_id",
+    totals = evidence.accounts.join(index, on="account_id").select(
+        "idx",
         pl.col("n_requests").cast(pl.Float64).alias("_total"),
         pl.col("n_prompts").cast(pl.Float64).alias("_prompts"),
     )
@@ -208,9 +490,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # signup-time values count only once several accounts share them.
     min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
     tokens = (
-        usage.join(stats, on=["kind", "value"])
+        usage.lazy()
+        .join(stats.lazy(), on=["kind", "value"])
         .filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n))
-        .join(totals, on="account_id")
+        .join(totals.lazy(), on="idx")
         .with_columns(
             share=pl.when(pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)))
             .then(1.0)
@@ -219,11 +502,16 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             .otherwise(pl.col("n_requests") / pl.col("_total").clip(1.0))
             .clip(0.0, 1.0)
         )
-        .select("kind", "value", "idx", "idf", "share", "n_accounts")
+        .select(
+            "kind",
+            "idx",
+            "idf",
+            "share",
+            _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
+        )
+        .collect()
     )
-    tokens = tokens.with_columns(
-        _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok")
-    )
+    del usage
 
     # MinHash signatures of each account's set of shared values: accounts that
     # share many values get equal signatures and sit next to each other.
@@ -232,7 +520,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         (pl.col("tok") ^ pl.lit(0xC2B2AE3D27D4EB4F, pl.UInt64)).hash(seed=2).min().alias("sig2"),
     )
     members = tokens.select(pl.col("tok").alias("group"), "idx").join(sigs, on="idx")
-    cand = [_candidates(members, opt.rare_max, opt.neighbours)]
+    cand = _candidates(members, opt.rare_max, opt.neighbours, n_acc)
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
     act = evidence.activity.join(index, on="account_id")
@@ -278,65 +566,38 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             .join(sigs, on="idx", how="left")
             .with_columns(pl.col("sig1").fill_null(0), pl.col("sig2").fill_null(0))
         )
-        cand.append(_candidates(band_members, opt.rare_max, opt.neighbours))
+        cand += _candidates(band_members, opt.rare_max, opt.neighbours, n_acc)
 
-    pairs = pl.concat(cand).unique().sort("i", "j")
-    n_candidates = pairs.height
-    i = pairs.get_column("i").to_numpy().astype(np.int64)
-    j = pairs.get_column("j").to_numpy().astype(np.int64)
+    # Each candidate pair once, as i * n + j with i < j, in (i, j) order.
+    keys = np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64)
+    del cand
+    keys.sort()
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    n_candidates = len(keys)
 
-    contrib: dict[str, np.ndarray] = {}
-    for kind in link_kinds:
-        kt = tokens.filter(pl.col("kind") == kind)
-        if kt.height == 0:
-            continue
-        codes = kt.select(pl.col("tok").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
-        x = sp.csr_matrix(
-            (
-                np.sqrt(kt.get_column("idf").to_numpy() * kt.get_column("share").to_numpy()),
-                (kt.get_column("idx").to_numpy(), codes),
-            ),
-            shape=(n_acc, int(codes.max()) + 1),
-        )
-        # Only pairs where both accounts hold a shared value of this kind can score.
-        has = np.diff(x.indptr) > 0
-        both = has[i] & has[j]
-        s = np.zeros(len(i))
-        s[both] = _rowwise_dot(x, i[both], j[both])
-        contrib[kind] = weights[kind] * (1.0 - np.exp(-s / opt.saturation))
+    # One matrix of every account's shared values, each kind in its own block of
+    # columns, and its busy slots in a last block: one pass over the candidate
+    # pairs measures every kind of overlap at once.
+    sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
+    matrix, col_kind = _value_matrix(tokens, act_busy if sync_on else None, link_kinds, n_acc)
+    sync_col = len(link_kinds)
 
     # Lockstep strength: co-active slots versus what two independent accounts
     # with these activity levels would share by chance.
-    if act_busy.height and len(i) and weights.get("sync", 0.0) > 0:
-        slot_codes = act_busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
-        n_slots = int(slot_codes.n_unique())
-        s_mat = sp.csr_matrix(
-            (
-                np.ones(act_busy.height),
-                (act_busy.get_column("idx").to_numpy(), slot_codes.to_numpy()),
-            ),
-            shape=(n_acc, n_slots),
-        )
-        overlap = _rowwise_dot(s_mat, i, j)
-        deg = np.asarray(s_mat.sum(axis=1)).ravel()
+    deg = np.zeros(n_acc)
+    lo = np.zeros(n_acc, dtype=np.float64)
+    hi = np.zeros(n_acc, dtype=np.float64)
+    if sync_on:
+        deg = np.bincount(act_busy.get_column("idx").to_numpy(), minlength=n_acc).astype(np.float64)
         # Chance co-activity: each account's activity density over its own
         # active span, times the span the two share. An always-on app shares
         # every slot with everyone by chance; a sparse burst schedule does not.
         spans = act.group_by("idx").agg(
             pl.col("slot").min().alias("lo"), pl.col("slot").max().alias("hi")
         )
-        lo = np.zeros(n_acc, dtype=np.float64)
-        hi = np.zeros(n_acc, dtype=np.float64)
         lo[spans.get_column("idx").to_numpy()] = spans.get_column("lo").to_numpy()
         hi[spans.get_column("idx").to_numpy()] = spans.get_column("hi").to_numpy()
-        density = deg / np.maximum(1.0, hi - lo + 1.0)
-        shared_span = np.maximum(1.0, np.minimum(hi[i], hi[j]) - np.maximum(lo[i], lo[j]) + 1.0)
-        expected = density[i] * density[j] * shared_span
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cosine = np.where(deg[i] * deg[j] > 0, overlap / np.sqrt(deg[i] * deg[j]), 0.0)
-            lift = np.where(expected > 0, overlap / expected, 0.0)
-        ok = (overlap >= opt.sync_min_overlap) & (lift >= opt.sync_min_lift)
-        contrib["sync"] = np.where(ok, weights["sync"] * np.minimum(1.0, cosine / 0.5), 0.0)
+    density = deg / np.maximum(1.0, hi - lo + 1.0)
 
     # Same org: shared infrastructure is ordinary. Far-apart activity: weaker.
     acc = evidence.accounts.join(index, on="account_id").sort("idx")
@@ -350,47 +611,105 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             .to_series()
             .to_numpy()
         )
-        same_org = (org_codes[i] >= 0) & (org_codes[i] == org_codes[j])
     else:
-        same_org = np.zeros(len(i), dtype=bool)
+        org_codes = np.full(n_acc, -1, dtype=np.int64)
     first = acc.get_column("first_seen").dt.epoch("s").to_numpy().astype(np.float64)
     last = acc.get_column("last_seen").dt.epoch("s").to_numpy().astype(np.float64)
-    gap_days = (
-        np.maximum(0.0, np.maximum(first[i], first[j]) - np.minimum(last[i], last[j])) / 86400
-    )
-    time_factor = np.power(0.5, gap_days / opt.gap_half_life_days)
-    for kind, c in contrib.items():
-        if kind in INFRA_KINDS:
-            c *= time_factor
-            c[same_org] *= opt.same_org_factor
 
     # Every kind gets a column, present in the data or not, so the edge table
     # (and the report built on it) has the same columns whatever the input.
     kinds = sorted(k for k, w in weights.items() if w > 0)
-    for kind in kinds:
-        contrib.setdefault(kind, np.zeros(len(i)))
-    total = np.zeros(len(i))
-    for kind in kinds:
-        total += contrib[kind]
-    families: dict[str, np.ndarray] = {}
-    for kind in kinds:
-        fam = FAMILY.get(kind, kind)
-        on = contrib[kind] >= 0.25 * weights[kind]
-        families[fam] = families.get(fam, np.zeros(len(i), dtype=bool)) | on
-    n_families = np.sum(np.stack(list(families.values())), axis=0) if families else np.zeros(len(i))
-    strong = np.zeros(len(i), dtype=bool)
-    for kind in STRONG_KINDS & set(kinds):
-        strong |= contrib[kind] >= 0.8 * weights[kind]
-    keep = (total >= opt.min_weight) & ((n_families >= opt.min_families) | strong)
+    kept: list[dict[str, np.ndarray]] = []
+    row_len = np.diff(matrix.indptr)
+    data = np.append(matrix.data, 0.0)
+    where = np.full(
+        (2 * numba.get_num_threads(), matrix.shape[1]),
+        matrix.nnz,
+        dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
+    )
+    for start in range(0, n_candidates, _CHUNK):
+        i, j = np.divmod(keys[start : start + _CHUNK], n_acc)
+        # Walk the shorter row of each pair against the longer one's lookup.
+        flip = row_len[i] < row_len[j]
+        flipped = np.flatnonzero(flip)
+        order = np.concatenate(
+            [np.flatnonzero(~flip), flipped[np.argsort(j[flipped], kind="stable")]]
+        )
+        dots = _pair_dots(
+            matrix.indptr,
+            matrix.indices,
+            data,
+            col_kind,
+            sync_col + 1,
+            np.where(flip, j, i)[order],
+            np.where(flip, i, j)[order],
+            order,
+            where,
+        )
+        contrib: dict[str, np.ndarray] = {}
+        for col, kind in enumerate(link_kinds):
+            contrib[kind] = weights[kind] * (1.0 - np.exp(-dots[:, col] / opt.saturation))
+        if sync_on:
+            overlap = dots[:, sync_col]
+            shared_span = np.maximum(1.0, np.minimum(hi[i], hi[j]) - np.maximum(lo[i], lo[j]) + 1.0)
+            expected = density[i] * density[j] * shared_span
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cosine = np.where(deg[i] * deg[j] > 0, overlap / np.sqrt(deg[i] * deg[j]), 0.0)
+                lift = np.where(expected > 0, overlap / expected, 0.0)
+            ok = (overlap >= opt.sync_min_overlap) & (lift >= opt.sync_min_lift)
+            contrib["sync"] = np.where(ok, weights["sync"] * np.minimum(1.0, cosine / 0.5), 0.0)
+        del dots
 
+        same_org = (org_codes[i] >= 0) & (org_codes[i] == org_codes[j])
+        gap_days = (
+            np.maximum(0.0, np.maximum(first[i], first[j]) - np.minimum(last[i], last[j])) / 86400
+        )
+        time_factor = np.power(0.5, gap_days / opt.gap_half_life_days)
+        for kind, c in contrib.items():
+            if kind in INFRA_KINDS:
+                c *= time_factor
+                c[same_org] *= opt.same_org_factor
+
+        for kind in kinds:
+            contrib.setdefault(kind, np.zeros(len(i)))
+        total = np.zeros(len(i))
+        for kind in kinds:
+            total += contrib[kind]
+        families: dict[str, np.ndarray] = {}
+        for kind in kinds:
+            fam = FAMILY.get(kind, kind)
+            on = contrib[kind] >= 0.25 * weights[kind]
+            families[fam] = families.get(fam, np.zeros(len(i), dtype=bool)) | on
+        n_families = (
+            np.sum(np.stack(list(families.values())), axis=0) if families else np.zeros(len(i))
+        )
+        strong = np.zeros(len(i), dtype=bool)
+        for kind in STRONG_KINDS & set(kinds):
+            strong |= contrib[kind] >= 0.8 * weights[kind]
+        keep = (total >= opt.min_weight) & ((n_families >= opt.min_families) | strong)
+        kept.append(
+            {
+                "i": i[keep],
+                "j": j[keep],
+                "weight": total[keep],
+                "n_families": n_families[keep].astype(np.int32),
+                "same_org": same_org[keep],
+                **{f"w_{k}": contrib[k][keep] for k in kinds},
+            }
+        )
+
+    columns = ["i", "j", "weight", "n_families", "same_org", *(f"w_{k}" for k in kinds)]
+    out = {
+        c: np.concatenate([part[c] for part in kept])
+        if kept
+        else np.zeros(0, dtype=_EMPTY_DTYPES.get(c, np.float64))
+        for c in columns
+    }
     edges = pl.DataFrame(
         {
-            "a": accounts.gather(i[keep]),
-            "b": accounts.gather(j[keep]),
-            "weight": total[keep],
-            "n_families": n_families[keep].astype(np.int32),
-            "same_org": same_org[keep],
-            **{f"w_{k}": contrib[k][keep] for k in kinds},
+            "a": accounts.gather(out.pop("i")),
+            "b": accounts.gather(out.pop("j")),
+            **out,
         }
     ).sort("a", "b")
     return Links(edges=edges, accounts=accounts, value_stats=stats, n_candidates=n_candidates)
