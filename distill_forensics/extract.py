@@ -473,7 +473,7 @@ class _Accumulator:
 
 def _shards(part: Parts) -> list[Parts]:
     """``part`` split into ``MERGE_SHARDS`` parts of disjoint accounts (counts in the first)."""
-    shard = (pl.col("account_id").to_physical() % MERGE_SHARDS).alias("_shard")
+    shard = (pl.col("account_id").hash() % MERGE_SHARDS).alias("_shard")
 
     def split(frame: pl.DataFrame) -> list[pl.DataFrame]:
         pieces = frame.with_columns(shard).partition_by("_shard", as_dict=True, include_key=False)
