@@ -258,6 +258,16 @@ def _bridges(indptr: np.ndarray, nbr: np.ndarray, edge: np.ndarray, n_edges: int
     return bridge
 
 
+def bridge_links(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    """Which links (``i[k]``-``j[k]``, accounts below ``n``, each link once) are bridges."""
+    ends = np.concatenate([i, j])
+    order = np.argsort(ends, kind="stable")
+    indptr = np.r_[0, np.cumsum(np.bincount(ends, minlength=n))]
+    nbr = np.concatenate([j, i])[order]
+    edge_of = np.concatenate([np.arange(len(i)), np.arange(len(i))])[order]
+    return np.asarray(_bridges(indptr, nbr, edge_of, len(i)), dtype=bool)
+
+
 def _cut_bridges(
     groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions, n: int
 ) -> list[list[int]]:
@@ -283,12 +293,7 @@ def _cut_bridges(
     i, j = np.divmod(key, n)
     # The groups' own links form one graph whose components lie within groups,
     # so its bridges are the bridges of every group at once.
-    ends = np.concatenate([i, j])
-    order = np.argsort(ends, kind="stable")
-    indptr = np.r_[0, np.cumsum(np.bincount(ends, minlength=n))]
-    nbr = np.concatenate([j, i])[order]
-    edge_of = np.concatenate([np.arange(len(i)), np.arange(len(i))])[order]
-    bridge = _bridges(indptr, nbr, edge_of, len(i))
+    bridge = bridge_links(i, j, n)
     cut_groups = np.unique(label[i[bridge]])
     if len(cut_groups) == 0:
         return groups

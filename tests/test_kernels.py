@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from distill_forensics.cluster import _bridges
+from distill_forensics.cluster import bridge_links
 from distill_forensics.link import _pair_dots, _pairwise_sum
 
 
@@ -58,12 +58,6 @@ def test_bridges_match_networkx(seed):
     g.add_edges_from(nx.path_graph(range(80, 95)).edges)  # a chain: every link a bridge
     edges = np.array(sorted(g.edges), dtype=np.int64).reshape(-1, 2)
     i, j = edges[:, 0], edges[:, 1]
-    n = 100
-    ends = np.concatenate([i, j])
-    order = np.argsort(ends, kind="stable")
-    indptr = np.r_[0, np.cumsum(np.bincount(ends, minlength=n))]
-    nbr = np.concatenate([j, i])[order]
-    edge_of = np.concatenate([np.arange(len(i)), np.arange(len(i))])[order]
-    bridge = _bridges(indptr, nbr, edge_of, len(i))
+    bridge = bridge_links(i, j, 100)
     got = {(int(a), int(b)) for a, b in edges[bridge]}
     assert got == {(min(a, b), max(a, b)) for a, b in nx.bridges(g)}
