@@ -355,7 +355,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
     ).agg(pl.len().cast(pl.Int32).alias("n"))
     schema = batch.schema
     flag = [c for c in ("_prompt", *(f"_{n}" for n in CAPABILITY_PATTERNS)) if c in schema]
-    acct_cols = [c for c in schema if c in set(ACCOUNT_VALUE_KINDS.values()) | {"billing_country"}]
+    acct_cols = _account_columns(set(schema))
     accounts_q = good.group_by(*day, "account_id").agg(
         *seen,
         pl.col("input_tokens").sum().cast(pl.Int64),

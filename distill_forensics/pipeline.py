@@ -14,7 +14,7 @@ from distill_forensics.cluster import ClusterOptions, cluster, reattach
 from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
-from distill_forensics.read import parquet_rows, read_logs
+from distill_forensics.read import read_logs
 from distill_forensics.score import ScoreOptions, score
 
 Progress = Callable[[str, int, int | None], None]
@@ -120,7 +120,7 @@ def run_cluster(
         list(paths), accounts=accounts, columns=columns, time_from=time_from, time_to=time_to
     )
     # Rows to read, when the files say so cheaply (Parquet footers, no time filter).
-    total = None if time_from or time_to else parquet_rows(source)
+    total = None if time_from or time_to else source.file_rows
     note("read", 0, total)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -41,7 +41,6 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill_forensics.errors import InputError
@@ -121,6 +120,9 @@ class Source:
     join the table once per account instead of once per request."""
     account_table: pl.LazyFrame | None = None
     """The accounts table (canonical columns, one row per account) that ``frame`` joins."""
+    file_rows: int | None = None
+    """Rows in the log files before any time window, when every file's footer says
+    (Parquet); None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def read_logs(
         accounts_file=accounts_path,
         log_rows=log_rows,
         account_table=account_table,
+        file_rows=None if any(p.rows is None for p in plans) else sum(p.rows or 0 for p in plans),
     )
 
 
@@ -438,10 +441,11 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_parquet(path: Path) -> None:
+def _check_parquet(path: Path) -> int:
     """Reject a Parquet file whose footer points past its end (a truncated copy).
 
     Polars would otherwise accept the schema and fail halfway through the run.
+    Returns the rows the footer counts.
     """
     size = path.stat().st_size
     meta = pq.read_metadata(path)
@@ -452,12 +456,15 @@ def _check_parquet(path: Path) -> None:
             start = chunk.dictionary_page_offset or chunk.data_page_offset
             if start + chunk.total_compressed_size > size:
                 raise ValueError(f"row group {g} ends past the end of the file (truncated?)")
+    return int(meta.num_rows)
 
 
-def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema]:
+def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
+    """The file as a lazy frame, its schema and its rows when the format says so cheaply."""
+    rows = None
     try:
         if f.fmt == "parquet":
-            _check_parquet(f.path)
+            rows = _check_parquet(f.path)
             lf = pl.scan_parquet(f.path, hive_partitioning=False, glob=False)
         else:
             lf = pl.scan_csv(
@@ -469,7 +476,7 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema]:
                 encoding="utf8-lossy",  # one bad byte must not abort a long run
                 truncate_ragged_lines=True,
             )
-        return lf, lf.collect_schema()
+        return lf, lf.collect_schema(), rows
     except FileNotFoundError:
         raise InputError(f"{f.path}: file not found") from None
     except PermissionError:
@@ -504,6 +511,7 @@ class _Plan:
     sources: dict[str, str]  # canonical -> source column (or hive key)
     dtypes: dict[str, pl.DataType]  # source column (or hive key) -> dtype
     in_file: frozenset[str]  # names that are real columns of the file, not hive keys
+    rows: int | None  # rows in the file, from a Parquet footer; None for text formats
 
 
 def _plan(
@@ -517,7 +525,7 @@ def _plan(
     fallback: Mapping[str, str] | None = None,
 ) -> _Plan:
     """Resolve canonical columns against one file's schema (and its hive directories)."""
-    lf, schema = _scan(f)
+    lf, schema, rows = _scan(f)
     dtypes: dict[str, pl.DataType] = dict(schema.items())
     for key in f.hive:
         dtypes.setdefault(key, pl.String())
@@ -558,7 +566,7 @@ def _plan(
                 f"{f.path}: required column {canonical!r} not found "
                 f"(columns: {_listing(names)}); map it with {how_to_map.format(c=canonical)}"
             )
-    return _Plan(f, lf, sources, dtypes, frozenset(schema.names()))
+    return _Plan(f, lf, sources, dtypes, frozenset(schema.names()), rows)
 
 
 # ---------------------------------------------------------------------------
@@ -880,13 +888,3 @@ def _check_window(
             f"{end.isoformat()}; swap --from and --to"
         )
     return start, end
-
-
-def parquet_rows(source: Source) -> int | None:
-    """Rows in the source's files from their Parquet footers; None unless all are Parquet."""
-    if not source.files or any(f.suffix.lower() != ".parquet" for f in source.files):
-        return None
-    try:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in source.files)
-    except (OSError, pa.ArrowException):
-        return None

@@ -17,7 +17,9 @@ from distill_forensics.cli.common import (
     handle_errors,
     input_options_or_evidence,
     print_frame,
+    quiet_option,
     resolve_inputs,
+    threshold_option,
 )
 from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import read_evidence
@@ -66,13 +68,7 @@ FORMATS = ("table", "csv", "json")
     show_default=True,
     help="Lowest score reported.",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 100),
-    default=50.0,
-    show_default=True,
-    help="Score at or above which a cluster is suspected.",
-)
+@threshold_option
 @click.option(
     "--format",
     "fmt",
@@ -98,7 +94,7 @@ FORMATS = ("table", "csv", "json")
     show_default=True,
     help=f"Exit {EXIT_FINDINGS} when suspected clusters were found (for nightly jobs).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@quiet_option
 @handle_errors
 def cluster(
     logs: tuple[str, ...],

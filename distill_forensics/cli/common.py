@@ -164,6 +164,21 @@ def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress, summary or warnings on stderr."
+)
+"""``-q/--quiet``, the same on every command."""
+
+threshold_option = click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=50.0,
+    show_default=True,
+    help="Score at or above which a cluster is suspected.",
+)
+"""``--threshold`` of the commands that decide which clusters are suspected."""
+
+
 def input_options(func: F) -> F:
     """The input options every analysis command shares (LOGS required)."""
     return _input_options(func, logs_required=True)

@@ -14,7 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.cli.common import (
+    Status,
+    handle_errors,
+    input_options,
+    quiet_option,
+    resolve_inputs,
+)
 from distill_forensics.errors import InputError
 from distill_forensics.explain import Explanation, to_json
 from distill_forensics.explain import explain as explain_cluster
@@ -78,7 +84,7 @@ def _input_options() -> list[click.Parameter]:
     show_default=True,
     help="Example prompts shown per repeated template.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@quiet_option
 @handle_errors
 def explain(
     paths: tuple[str, ...],

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.cli.common import (
+    Status,
+    handle_errors,
+    input_options,
+    quiet_option,
+    resolve_inputs,
+)
 from distill_forensics.evidence import write_evidence
 from distill_forensics.read import malformed_counts, read_logs
 
@@ -19,7 +25,7 @@ from distill_forensics.read import malformed_counts, read_logs
     type=click.Path(file_okay=False),
     help="Evidence store directory; one day=YYYY-MM-DD folder per day.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No status or warnings on stderr.")
+@quiet_option
 @handle_errors
 def extract(
     logs: tuple[str, ...],

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.cli.common import (
+    Status,
+    handle_errors,
+    input_options,
+    quiet_option,
+    resolve_inputs,
+)
 from distill_forensics.graph import build_graph, graph_format, write_graph
 from distill_forensics.pipeline import run_cluster
 
@@ -29,7 +35,7 @@ from distill_forensics.pipeline import run_cluster
     is_flag=True,
     help="Add one node per shared attribute value (IP, card, template...) joined to its users.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@quiet_option
 @handle_errors
 def graph(
     logs: tuple[str, ...],

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from distill_forensics.cli.common import Status, handle_errors, input_options, resolve_inputs
+from distill_forensics.cli.common import (
+    Status,
+    handle_errors,
+    input_options,
+    quiet_option,
+    resolve_inputs,
+    threshold_option,
+)
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
@@ -62,14 +69,8 @@ def _check_stix_name(path: str) -> None:
     help="Share of a value's accounts that must be in suspected clusters (0: every "
     "value two members used).",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 100),
-    default=50.0,
-    show_default=True,
-    help="Score at or above which a cluster is suspected.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@threshold_option
+@quiet_option
 @handle_errors
 def indicators(
     logs: tuple[str, ...],

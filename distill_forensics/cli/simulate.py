@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from distill_forensics.cli.common import handle_errors
+from distill_forensics.cli.common import (
+    handle_errors,
+    quiet_option,
+)
 from distill_forensics.errors import EXIT_INPUT
 from distill_forensics.simulate import ATTACK_KINDS, FORMATS, MIXES, SCALES
 from distill_forensics.simulate import simulate as run_simulation
@@ -111,7 +114,7 @@ def _summary(console: Console, summary: dict[str, Any], seconds: float) -> None:
     show_default=True,
     help="parquet: logs/accounts/truth.parquet; csv: logs.csv.gz, accounts.csv, truth.csv.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary on stderr.")
+@quiet_option
 @handle_errors
 def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bool) -> None:
     """Write 30 days of simulated API traffic with planted distillation campaigns.
