@@ -2,8 +2,9 @@
 
 Connected components of the weighted account graph (scipy, linear time); a
 component large enough to hide several groups is split into its communities
-with Louvain (networkx, fixed seed) when the split is clearly better than the
-whole, i.e. when the communities are far denser inside than between.
+with Louvain (compiled, making the moves networkx makes; fixed seed) when the
+split is clearly better than the whole, i.e. when the communities are far
+denser inside than between.
 
 Cluster ids are stable: a cluster is named after its anchor, the member whose
 id hashes lowest, so the same accounts found again get the same id whatever
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -23,6 +23,7 @@ from scipy.sparse.csgraph import connected_components
 
 from distill_forensics.extract import Evidence
 from distill_forensics.link import Links, both_ends, compiled
+from distill_forensics.louvain import louvain_communities
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,19 @@ def _split(nodes: np.ndarray, edges: pl.DataFrame, opt: ClusterOptions) -> list[
     (``merge_ratio``); a family joined to a campaign by two links is split
     off, waves joined by hundreds of links are merged back.
     """
-    g = nx.Graph()
-    g.add_nodes_from(int(n) for n in nodes)
-    g.add_weighted_edges_from(
-        zip(
-            edges.get_column("i").to_list(),
-            edges.get_column("j").to_list(),
-            edges.get_column("weight").to_list(),
-            strict=True,
+    local_i = np.searchsorted(nodes, edges.get_column("i").to_numpy())
+    local_j = np.searchsorted(nodes, edges.get_column("j").to_numpy())
+    parts = [
+        nodes[p].tolist()
+        for p in louvain_communities(
+            len(nodes),
+            local_i,
+            local_j,
+            edges.get_column("weight").to_numpy(),
+            resolution=opt.resolution,
+            seed=opt.seed,
         )
-    )
-    parts = nx.community.louvain_communities(
-        g, weight="weight", resolution=opt.resolution, seed=opt.seed
-    )
+    ]
     if len(parts) < 2:
         return [sorted(int(n) for n in nodes)]
     label = pl.DataFrame(

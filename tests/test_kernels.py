@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from distill_forensics.cluster import bridge_links
 from distill_forensics.link import _pair_dots, _pairwise_sum
+from distill_forensics.louvain import louvain_communities
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 127, 128, 129, 300, 1000, 8193])
@@ -61,3 +62,39 @@ def test_bridges_match_networkx(seed):
     bridge = bridge_links(i, j, 100)
     got = {(int(a), int(b)) for a, b in edges[bridge]}
     assert got == {(min(a, b), max(a, b)) for a, b in nx.bridges(g)}
+
+
+def _random_graph(seed: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Planted groups with noise between them, edges in random order and orientation.
+
+    Most weights repeat a few values, so that gains tie and tie-breaks matter.
+    """
+    rng = np.random.default_rng(seed)
+    groups, size = int(rng.integers(2, 12)), int(rng.integers(3, 25))
+    n = groups * size
+    a, b = np.triu_indices(n, 1)
+    keep = rng.random(len(a)) < np.where(a // size == b // size, 0.35, 0.02)
+    a, b = a[keep], b[keep]
+    weight = np.where(
+        rng.random(len(a)) < 0.7, rng.choice([1.0, 0.5, 0.3], len(a)), rng.random(len(a))
+    )
+    order = rng.permutation(len(a))
+    flip = rng.random(len(a)) < 0.5
+    return n, np.where(flip, b, a)[order], np.where(flip, a, b)[order], weight[order]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_louvain_makes_the_moves_networkx_makes(seed):
+    n, u, v, w = _random_graph(seed)
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_weighted_edges_from(zip(u.tolist(), v.tolist(), w.tolist(), strict=True))
+    expected = [sorted(p) for p in nx.community.louvain_communities(g, weight="weight", seed=seed)]
+    got = [p.tolist() for p in louvain_communities(n, u, v, w, seed=seed)]
+    assert got == expected
+
+
+def test_louvain_without_edges_keeps_every_node_apart():
+    none = np.zeros(0, dtype=np.int64)
+    got = louvain_communities(3, none, none, np.zeros(0))
+    assert [p.tolist() for p in got] == [[0], [1], [2]]
