@@ -329,6 +329,52 @@ def _pair_dots(
     return out
 
 
+@compiled
+def _screen(
+    dots: np.ndarray,
+    kind_weight: np.ndarray,
+    saturation: float,
+    min_weight: float,
+    i: np.ndarray,
+    j: np.ndarray,
+    deg: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    density: np.ndarray,
+    sync_weight: float,
+    sync_min_overlap: float,
+    sync_min_lift: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's lockstep contribution, and whether the pair can reach ``min_weight`` at all.
+
+    A kind's contribution ``w * (1 - exp(-dot / saturation))`` is at most
+    ``w * min(1, dot / saturation)``, and the factors applied later only lower
+    it; pairs whose bound falls short (most candidates) need no more work.
+    The lockstep contribution is computed in full, with the operations the
+    array code used, so it is the same to the last bit.
+    """
+    n = dots.shape[0]
+    n_kinds = len(kind_weight)
+    sync = np.zeros(n)
+    keep = np.zeros(n, dtype=np.bool_)
+    for p in range(n):
+        bound = 0.0
+        for k in range(n_kinds):
+            bound += kind_weight[k] * min(1.0, dots[p, k] / saturation)
+        if sync_weight > 0:
+            a, b = i[p], j[p]
+            overlap = dots[p, n_kinds]
+            shared_span = max(1.0, min(hi[a], hi[b]) - max(lo[a], lo[b]) + 1.0)
+            expected = density[a] * density[b] * shared_span
+            both = deg[a] * deg[b]
+            cosine = overlap / np.sqrt(both) if both > 0 else 0.0
+            lift = overlap / expected if expected > 0 else 0.0
+            if overlap >= sync_min_overlap and lift >= sync_min_lift:
+                sync[p] = sync_weight * min(1.0, cosine / 0.5)
+        keep[p] = bound + sync[p] + 1e-9 >= min_weight
+    return sync, keep
+
+
 def _runs(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's position in its run of equal ``group`` values, and that run's length."""
     n = len(group)
@@ -646,18 +692,27 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             order,
             where,
         )
+        sync, hopeful = _screen(
+            dots,
+            np.array([weights[k] for k in link_kinds]),
+            opt.saturation,
+            opt.min_weight,
+            i,
+            j,
+            deg,
+            lo,
+            hi,
+            density,
+            weights["sync"] if sync_on else 0.0,
+            opt.sync_min_overlap,
+            opt.sync_min_lift,
+        )
+        i, j, dots, sync = i[hopeful], j[hopeful], dots[hopeful], sync[hopeful]
         contrib: dict[str, np.ndarray] = {}
         for col, kind in enumerate(link_kinds):
             contrib[kind] = weights[kind] * (1.0 - np.exp(-dots[:, col] / opt.saturation))
         if sync_on:
-            overlap = dots[:, sync_col]
-            shared_span = np.maximum(1.0, np.minimum(hi[i], hi[j]) - np.maximum(lo[i], lo[j]) + 1.0)
-            expected = density[i] * density[j] * shared_span
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cosine = np.where(deg[i] * deg[j] > 0, overlap / np.sqrt(deg[i] * deg[j]), 0.0)
-                lift = np.where(expected > 0, overlap / expected, 0.0)
-            ok = (overlap >= opt.sync_min_overlap) & (lift >= opt.sync_min_lift)
-            contrib["sync"] = np.where(ok, weights["sync"] * np.minimum(1.0, cosine / 0.5), 0.0)
+            contrib["sync"] = sync
         del dots
 
         same_org = (org_codes[i] >= 0) & (org_codes[i] == org_codes[j])
