@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from distill_forensics.extract import Evidence
-from distill_forensics.link import Links, both_ends, compiled
+from distill_forensics.jit import compiled
+from distill_forensics.link import Links, both_ends
 from distill_forensics.louvain import louvain_communities
 
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from distill_forensics.jit import compiled
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.read import Source
 
@@ -93,11 +96,26 @@ def template_key(prompt: pl.Expr) -> pl.Expr:
     """The template skeleton of a prompt: names, numbers and punctuation masked, first words.
 
     Two prompts generated from one template with different fills (numbers,
-    names, task text after the fixed opening) get the same key. Only the
-    opening matters, so the prompt is cut to its first characters before the
-    masking passes. Same result as masking, replacing every run of other
-    characters by a space and taking the first four to eight words, but it
-    runs for every request, so each pass is arranged to match as little as it can.
+    names, task text after the fixed opening) get the same key. The prompt is
+    cut to its first ``TEMPLATE_CHARS`` characters; in that opening a capitalised
+    word becomes ``n``, a number (with its ``.,:`` separators) ``#``, the rest is
+    lowercased, every run of other characters (not letters or ``#``) separates
+    words, and the key is the first four to eight words joined by spaces (null
+    when there are fewer than four: "hi" says nothing about a template).
+
+    It runs for every request, so prompts whose opening is ASCII take one
+    compiled pass; the others go through the regular expressions of
+    :func:`template_key_regex`, which define the same key.
+    """
+    return prompt.map_batches(_template_keys, return_dtype=pl.String, is_elementwise=True)
+
+
+def template_key_regex(prompt: pl.Expr) -> pl.Expr:
+    """:func:`template_key` as regular expressions, for any text.
+
+    Same result as masking, replacing every run of other characters by a space
+    and taking the first four to eight words, but each pass is arranged to
+    match as little as it can.
     """
     masked = (
         prompt.str.slice(0, TEMPLATE_CHARS)
@@ -111,10 +129,109 @@ def template_key(prompt: pl.Expr) -> pl.Expr:
     spaced = masked.str.replace_all(
         r"[^\p{Ll}\p{Lo}#]*[^\p{Ll}\p{Lo}# ][^\p{Ll}\p{Lo}#]*| {2,}", " "
     )
-    # Four to eight words; a shorter skeleton ("hi", "n") says nothing about a
-    # template. (Matching without a capture group is several times faster.)
+    # Four to eight words. (Matching without a capture group is several times faster.)
     head = spaced.str.extract(rf"^ ?(?:{word} ){{3,{TEMPLATE_WORDS - 1}}}{word}", 0)
     return head.str.strip_chars_start(" ")
+
+
+@compiled
+def _template_keys_ascii(
+    offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, chars: int, words: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Template keys of the prompts whose first ``chars`` characters are ASCII.
+
+    Returns the keys' offsets and bytes, whether each row has a key, and which
+    rows are not ASCII in their opening (left for the regular expressions).
+    """
+    n = len(offsets) - 1
+    room = 0
+    for r in range(n):
+        room += min(offsets[r + 1] - offsets[r], chars)
+    out = np.empty(room, dtype=np.uint8)
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    has_key = np.zeros(n, dtype=np.bool_)
+    other = np.zeros(n, dtype=np.bool_)
+    pos = 0
+    for r in range(n):
+        out_offsets[r] = pos
+        if not valid[r]:
+            continue
+        k, stop = offsets[r], min(offsets[r + 1], offsets[r] + chars)
+        for q in range(k, stop):
+            if data[q] >= 128:
+                other[r] = True
+                break
+        if other[r]:
+            continue
+        row_start = pos
+        n_words = 0
+        in_word = False
+        while k < stop:
+            c = data[k]
+            upper = 65 <= c <= 90
+            if upper and k + 1 < stop and 97 <= data[k + 1] <= 122:
+                # A capitalised word: "N", lowercased.
+                k += 2
+                while k < stop and 97 <= data[k] <= 122:
+                    k += 1
+                token = 110
+            elif 48 <= c <= 57:
+                # A number with its separators: "#".
+                k += 1
+                while k < stop and (
+                    48 <= data[k] <= 57 or data[k] == 46 or data[k] == 44 or data[k] == 58
+                ):
+                    k += 1
+                token = 35
+            else:
+                k += 1
+                token = c + 32 if upper else c
+            if 97 <= token <= 122 or token == 35:
+                if not in_word:
+                    if n_words == words:
+                        break
+                    if n_words:
+                        out[pos] = 32
+                        pos += 1
+                    in_word = True
+                    n_words += 1
+                out[pos] = token
+                pos += 1
+            else:
+                in_word = False
+        if n_words >= 4:
+            has_key[r] = True
+        else:
+            pos = row_start
+    out_offsets[n] = pos
+    return out_offsets, out[:pos], has_key, other
+
+
+def _template_keys(prompts: pl.Series) -> pl.Series:
+    """:func:`template_key` of a column of prompts."""
+    text = prompts.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
+    n = len(text)
+    _, offsets_buf, data_buf = text.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[text.offset : text.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    valid = text.is_valid().to_numpy(zero_copy_only=False)
+    out_offsets, out, has_key, other = _template_keys_ascii(
+        offsets, data, valid, TEMPLATE_CHARS, TEMPLATE_WORDS
+    )
+    keys = pa.LargeStringArray.from_buffers(
+        n,
+        pa.py_buffer(out_offsets),
+        pa.py_buffer(out),
+        pa.py_buffer(np.packbits(has_key, bitorder="little")),
+    )
+    result = pl.Series(prompts.name, keys, dtype=pl.String)
+    if other.any():
+        rows = pl.Series(np.flatnonzero(other))
+        slow = pl.select(template_key_regex(pl.lit(prompts.gather(rows)))).to_series()
+        result = result.scatter(rows, slow)
+    return result
 
 
 @dataclass(frozen=True)

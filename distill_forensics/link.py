@@ -19,9 +19,7 @@ active 10-minute slots, then measures co-activity exactly for the candidates.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numba
 import numpy as np
@@ -29,6 +27,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from distill_forensics.extract import Evidence
+from distill_forensics.jit import compiled
 
 DEFAULT_KIND_WEIGHTS: dict[str, float] = {
     "payment": 1.0,
@@ -135,18 +134,6 @@ _CHUNK = 1 << 20
 """Candidate pairs scored at a time: bounds the per-pair, per-kind working arrays."""
 
 _EMPTY_DTYPES = {"i": np.int64, "j": np.int64, "n_families": np.int32, "same_org": np.bool_}
-
-
-def compiled(func: Callable[..., Any] | None = None, *, parallel: bool = False) -> Any:
-    """Compile with numba, caching the machine code next to the source when that is writable."""
-
-    def compile_(f: Callable[..., Any]) -> Any:
-        try:
-            return numba.njit(cache=True, nogil=True, parallel=parallel)(f)
-        except RuntimeError:  # no writable cache directory: compile on first use instead
-            return numba.njit(nogil=True, parallel=parallel)(f)
-
-    return compile_ if func is None else compile_(func)
 
 
 @compiled

@@ -19,7 +19,7 @@ import random
 
 import numpy as np
 
-from distill_forensics.link import compiled
+from distill_forensics.jit import compiled
 
 
 @compiled

@@ -216,7 +216,7 @@ def test_template_examples_are_prompts_of_members(top, logs, member_ids):
     for row in t.iter_rows(named=True):
         assert 1 <= len(row["examples"]) <= 2
         assert set(row["examples"]) <= prompts
-        keys = pl.select(template_key(pl.Series(row["examples"]))).to_series()
+        keys = pl.select(template_key(pl.lit(pl.Series(row["examples"])))).to_series()
         assert keys.to_list() == [row["template"]] * len(row["examples"])
 
 
