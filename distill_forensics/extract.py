@@ -771,7 +771,9 @@ def finish(parts: Parts) -> Evidence:
             .filter(pl.col("value").is_not_null())
         )
     # Sorted by kind, value, account; one kind at a time, so memory holds the
-    # parts, the sorted result and one kind in between.
+    # parts, the sorted result and one kind in between. Each kind is one chunk:
+    # the later stages' filters and joins over hundreds of small chunks held
+    # twice the memory.
     usage = pl.concat(
         [
             tables[kind]
@@ -784,6 +786,7 @@ def finish(parts: Parts) -> Evidence:
             .cast(USAGE_SCHEMA)
             .sort("value", "account_id")
             .collect()
+            .rechunk()
             for kind in sorted(tables)
         ]
         or [pl.DataFrame(schema=USAGE_SCHEMA)],

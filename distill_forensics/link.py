@@ -397,6 +397,12 @@ def _next_pairs(
     return out[:m]
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys``, sorted (``keys`` is sorted in place)."""
+    keys.sort()
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
 def _sort_in_groups(
     group: np.ndarray, idx: np.ndarray, rank: np.ndarray, by_rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -435,47 +441,49 @@ def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np
     pos, size = _runs(group_codes)
     rare = size <= rare_max
     popular = ~rare
+    # Neighbours in popular groups repeat across the groups two accounts share:
+    # each list is made distinct as it comes, so the repeats are never all held.
     keys = [
-        _next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n),
-        _next_pairs(idx[popular], pos[popular], size[popular], k, n),
+        _distinct(_next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n)),
+        _distinct(_next_pairs(idx[popular], pos[popular], size[popular], k, n)),
     ]
     if popular.any():
         _, idx2 = _sort_in_groups(group_codes[popular], idx[popular], rank2, by2)
-        keys.append(_next_pairs(idx2, pos[popular], size[popular], k, n))
+        keys.append(_distinct(_next_pairs(idx2, pos[popular], size[popular], k, n)))
     return keys
 
 
 def _value_matrix(
-    tokens: pl.DataFrame, busy: pl.DataFrame | None, kinds: list[str], n_acc: int
+    tokens: pl.DataFrame, busy: pl.DataFrame | None, n_kinds: int, n_acc: int
 ) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Accounts by shared values, weighted ``sqrt(idf * share)``, and each column's kind.
+    """Accounts by shared values, weighted ``w = sqrt(idf * share)``, and each column's kind.
 
-    Kind ``c`` of ``kinds`` fills a block of columns, one per value in hash
-    order; busy slots (weight 1) fill a last block, kind ``len(kinds)``.
+    Kind ``k`` fills a block of columns, one per value in hash order; busy
+    slots (weight 1) fill a last block, kind ``n_kinds``.
     """
-    kind_code = {k: c for c, k in enumerate(kinds)}
-    kt = tokens.filter(pl.col("kind").is_in(kinds)).select(
-        pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int64).alias("k"),
-        "idx",
-        "idf",
-        "share",
-        (pl.col("tok").rank("dense").over("kind").cast(pl.Int64) - 1).alias("code"),
-    )
-    width = np.zeros(len(kinds) + 1, dtype=np.int64)
-    blocks = kt.group_by("k").agg(pl.col("code").max() + 1)
-    width[blocks.get_column("k").to_numpy()] = blocks.get_column("code").to_numpy()
-    rows = [kt.get_column("idx").to_numpy()]
-    values = [np.sqrt(kt.get_column("idf").to_numpy() * kt.get_column("share").to_numpy())]
+    # Columns: each kind's distinct values in hash order. One sort of the
+    # hashes numbers them all; a stable sort by kind then counts within kinds.
+    k = tokens.get_column("k").to_numpy().astype(np.int64)
+    tok, inverse = np.unique(tokens.get_column("tok").to_numpy(), return_inverse=True)
+    tok_kind = np.zeros(len(tok), dtype=np.int64)
+    tok_kind[inverse] = k
+    width = np.bincount(tok_kind, minlength=n_kinds + 1).astype(np.int64)
+    by_kind = np.argsort(tok_kind, kind="stable")
+    column = np.empty(len(tok), dtype=np.int64)
+    column[by_kind] = np.arange(len(tok))  # kind blocks in kind order, hash order inside
+    del tok, tok_kind, by_kind, k
+    rows = [tokens.get_column("idx").to_numpy()]
+    values = [tokens.get_column("w").to_numpy()]
+    cols = [column[inverse]]
+    del inverse, column
     if busy is not None:
         slots = busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
         width[-1] = slots.n_unique()
         rows.append(busy.get_column("idx").to_numpy())
         values.append(np.ones(busy.height))
     offset = np.r_[0, np.cumsum(width)]
-    cols = [offset[kt.get_column("k").to_numpy()] + kt.get_column("code").to_numpy()]
     if busy is not None:
         cols.append(offset[-2] + slots.to_numpy())
-    del kt
     matrix = sp.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_acc, int(offset[-1])),
@@ -492,19 +500,27 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     opt = options or LinkOptions()
     accounts = evidence.accounts.get_column("account_id").sort()
     n_acc = len(accounts)
-    index = pl.DataFrame({"account_id": accounts, "idx": pl.int_range(n_acc, eager=True)})
+    index = pl.DataFrame(
+        {"account_id": accounts, "idx": pl.int_range(n_acc, eager=True, dtype=pl.Int32)}
+    )
     weights = opt.kind_weights
     link_kinds = [k for k, w in weights.items() if k != "sync" and w > 0]
+    kind_code = {k: c for c, k in enumerate(link_kinds)}
 
+    # Usage rows are streamed twice (value counts, then tokens) rather than
+    # held: the value texts are the largest thing linking would hold.
     usage = (
         evidence.usage.lazy()
         .select("account_id", "kind", "value", "n_requests")
         .filter(pl.col("kind").is_in(link_kinds))
         .join(index.lazy(), on="account_id")
         .drop("account_id")
-        .collect()
     )
-    stats = usage.group_by("kind", "value").agg(pl.len().alias("n_accounts"))
+    stats = (
+        usage.group_by("kind", "value")
+        .agg(pl.len().alias("n_accounts"))
+        .collect(engine="streaming")
+    )
     max_n = max(2, int(opt.max_share * n_acc))
     idf_den = math.log(max(n_acc, 3) / 2.0)
     stats = stats.with_columns(
@@ -523,8 +539,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # signup-time values count only once several accounts share them.
     min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
     tokens = (
-        usage.lazy()
-        .join(stats.lazy(), on=["kind", "value"])
+        usage.join(stats.lazy(), on=["kind", "value"])
         .filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n))
         .join(totals.lazy(), on="idx")
         .with_columns(
@@ -536,15 +551,13 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             .clip(0.0, 1.0)
         )
         .select(
-            "kind",
+            pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int8).alias("k"),
             "idx",
-            "idf",
-            "share",
+            (pl.col("idf") * pl.col("share")).sqrt().alias("w"),
             _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
         )
-        .collect()
+        .collect(engine="streaming")
     )
-    del usage
 
     # MinHash signatures of each account's set of shared values: accounts that
     # share many values get equal signatures and sit next to each other.
@@ -602,17 +615,15 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         cand += _candidates(band_members, opt.rare_max, opt.neighbours, n_acc)
 
     # Each candidate pair once, as i * n + j with i < j, in (i, j) order.
-    keys = np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64)
+    keys = _distinct(np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64))
     del cand
-    keys.sort()
-    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     n_candidates = len(keys)
 
     # One matrix of every account's shared values, each kind in its own block of
     # columns, and its busy slots in a last block: one pass over the candidate
     # pairs measures every kind of overlap at once.
     sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
-    matrix, col_kind = _value_matrix(tokens, act_busy if sync_on else None, link_kinds, n_acc)
+    matrix, col_kind = _value_matrix(tokens, act_busy if sync_on else None, len(link_kinds), n_acc)
     sync_col = len(link_kinds)
 
     # Lockstep strength: co-active slots versus what two independent accounts

@@ -89,17 +89,32 @@ def _clip01(e: pl.Expr) -> pl.Expr:
 
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    tpl = evidence.usage.filter(pl.col("kind") == "template").join(members, on="account_id")
+    # Only the members' template rows, and the columns used, are gathered.
+    tpl = (
+        evidence.usage.lazy()
+        .filter(
+            (pl.col("kind") == "template")
+            & pl.col("account_id").is_in(members.get_column("account_id").implode())
+        )
+        .select("account_id", "value", "n_requests", "variants")
+        .join(members.lazy(), on="account_id")
+        .collect()
+    )
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once.
+    # Grouped on categories: keyed on integers, the sketch unions need a
+    # fraction of the memory. (Templates are categories since extraction.)
     per = (
-        tpl.group_by("cluster_id", "value")
+        tpl.with_columns(pl.col("cluster_id", "value").cast(pl.Categorical()))
+        .group_by("cluster_id", "value")
         .agg(
             pl.col("account_id").n_unique().alias("m"),
             pl.col("n_requests").sum().alias("req"),
             sketch_union(pl.col("variants")).alias("_sk"),
         )
-        .with_columns(var=sketch_count(pl.col("_sk")))
+        .with_columns(
+            pl.col("cluster_id", "value").cast(pl.String), var=sketch_count(pl.col("_sk"))
+        )
     )
     sizes = members.group_by("cluster_id").agg(pl.len().alias("n"))
     per = per.join(sizes, on="cluster_id")
@@ -112,7 +127,15 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
 
 
 def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    act = evidence.activity.join(members, on="account_id")
+    # Keyed on categories, the group-bys over members' slots need far less memory.
+    category = pl.Categorical()
+    act = (
+        evidence.activity.lazy()
+        .filter(pl.col("account_id").is_in(members.get_column("account_id").implode()))
+        .join(members.lazy(), on="account_id")
+        .with_columns(pl.col("account_id", "cluster_id").cast(category))
+        .collect()
+    )
     span = slot_span(evidence.activity)
     per_slot = act.group_by("cluster_id", "slot").agg(pl.len().alias("active"))
     act = act.join(per_slot, on=["cluster_id", "slot"])
@@ -125,10 +148,14 @@ def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     per_acc = per_acc.join(tot, on="cluster_id").with_columns(
         expected=((pl.col("all_slots") - pl.col("slots")) / span)
     )
-    return per_acc.group_by("cluster_id").agg(
-        (pl.col("co").sum() / pl.col("expected").sum().clip(1e-9)).alias("sync_lift"),
-        pl.col("days").alias("_days"),
-        pl.col("account_id").alias("_acc"),
+    return (
+        per_acc.group_by("cluster_id")
+        .agg(
+            (pl.col("co").sum() / pl.col("expected").sum().clip(1e-9)).alias("sync_lift"),
+            pl.col("days").alias("_days"),
+            pl.col("account_id").cast(pl.String).alias("_acc"),
+        )
+        .with_columns(pl.col("cluster_id").cast(pl.String))
     )
 
 
