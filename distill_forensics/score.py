@@ -145,8 +145,12 @@ def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
         (pl.col("slot") * SLOT_SECONDS // 86400).n_unique().alias("days"),
     )
     tot = per_acc.group_by("cluster_id").agg(pl.col("slots").sum().alias("all_slots"))
-    per_acc = per_acc.join(tot, on="cluster_id").with_columns(
-        expected=((pl.col("all_slots") - pl.col("slots")) / span)
+    # Members in id order, so the float sums below add up in the same order
+    # on every run (group-by and join order is not fixed).
+    per_acc = (
+        per_acc.join(tot, on="cluster_id")
+        .with_columns(expected=((pl.col("all_slots") - pl.col("slots")) / span))
+        .sort(pl.col("cluster_id").cast(pl.String), pl.col("account_id").cast(pl.String))
     )
     return (
         per_acc.group_by("cluster_id")
