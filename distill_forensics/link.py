@@ -453,14 +453,21 @@ def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np
     return keys
 
 
-def _value_matrix(
-    tokens: pl.DataFrame, busy: pl.DataFrame | None, n_kinds: int, n_acc: int
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Accounts by shared values, weighted ``w = sqrt(idf * share)``, and each column's kind.
+def _matrix_entries(
+    tokens: pl.DataFrame, busy: pl.DataFrame | None, n_kinds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entries (rows, columns, values) of the value matrix, and each kind's number of columns.
 
-    Kind ``k`` fills a block of columns, one per value in hash order; busy
-    slots (weight 1) fill a last block, kind ``n_kinds``.
+    Accounts by shared values, weighted ``w = sqrt(idf * share)``: kind ``k``
+    fills a block of columns, one per value in hash order; busy slots (weight 1)
+    fill a last block, kind ``n_kinds``. The arrays are fresh, so the caller
+    can let go of ``tokens`` before the matrix is built.
     """
+    n_tok = tokens.height
+    total = n_tok + (busy.height if busy is not None else 0)
+    rows = np.empty(total, dtype=np.int64)
+    cols = np.empty(total, dtype=np.int64)
+    values = np.ones(total)
     # Columns: each kind's distinct values in hash order. One sort of the
     # hashes numbers them all; a stable sort by kind then counts within kinds.
     k = tokens.get_column("k").to_numpy().astype(np.int64)
@@ -472,22 +479,23 @@ def _value_matrix(
     column = np.empty(len(tok), dtype=np.int64)
     column[by_kind] = np.arange(len(tok))  # kind blocks in kind order, hash order inside
     del tok, tok_kind, by_kind, k
-    rows = [tokens.get_column("idx").to_numpy()]
-    values = [tokens.get_column("w").to_numpy()]
-    cols = [column[inverse]]
+    cols[:n_tok] = column[inverse]
     del inverse, column
+    rows[:n_tok] = tokens.get_column("idx").to_numpy()
+    values[:n_tok] = tokens.get_column("w").to_numpy()
     if busy is not None:
         slots = busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
         width[-1] = slots.n_unique()
-        rows.append(busy.get_column("idx").to_numpy())
-        values.append(np.ones(busy.height))
-    offset = np.r_[0, np.cumsum(width)]
-    if busy is not None:
-        cols.append(offset[-2] + slots.to_numpy())
-    matrix = sp.csr_matrix(
-        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n_acc, int(offset[-1])),
-    )
+        rows[n_tok:] = busy.get_column("idx").to_numpy()
+        cols[n_tok:] = int(width[:-1].sum()) + slots.to_numpy()
+    return rows, cols, values, width
+
+
+def _value_matrix(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, width: np.ndarray, n_acc: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The value matrix in compressed rows (int64 indices), and each column's kind."""
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=(n_acc, int(width.sum())))
     matrix.sum_duplicates()
     matrix.indptr = matrix.indptr.astype(np.int64)
     matrix.indices = matrix.indices.astype(np.int64)
@@ -567,6 +575,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     )
     members = tokens.select(pl.col("tok").alias("group"), "idx").join(sigs, on="idx")
     cand = _candidates(members, opt.rare_max, opt.neighbours, n_acc)
+    del members
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
     act = evidence.activity.join(index, on="account_id")
@@ -623,7 +632,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # columns, and its busy slots in a last block: one pass over the candidate
     # pairs measures every kind of overlap at once.
     sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
-    matrix, col_kind = _value_matrix(tokens, act_busy if sync_on else None, len(link_kinds), n_acc)
+    entries = _matrix_entries(tokens, act_busy if sync_on else None, len(link_kinds))
+    del tokens
+    matrix, col_kind = _value_matrix(*entries, n_acc)
+    del entries
     sync_col = len(link_kinds)
 
     # Lockstep strength: co-active slots versus what two independent accounts
