@@ -683,6 +683,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         matrix.nnz,
         dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
     )
+    kind_weight = np.array([weights[k] for k in link_kinds])
     for start in range(0, n_candidates, _CHUNK):
         i, j = np.divmod(keys[start : start + _CHUNK], n_acc)
         # Walk the shorter row of each pair against the longer one's lookup.
@@ -704,7 +705,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         )
         sync, hopeful = _screen(
             dots,
-            np.array([weights[k] for k in link_kinds]),
+            kind_weight,
             opt.saturation,
             opt.min_weight,
             i,

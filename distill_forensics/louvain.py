@@ -185,10 +185,11 @@ def _modularity(
     com: np.ndarray,
     k: int,
     resolution: float,
-    m: float,
-    norm: float,
+    degree_sum: float,
 ) -> float:
     """Modularity of the partition ``com`` (communities 0..k-1)."""
+    m = degree_sum / 2
+    norm = 1 / degree_sum**2
     inner = np.zeros(k)
     total = np.zeros(k)
     n = len(degree)
@@ -225,12 +226,10 @@ def _aggregate(
 def _level_graph(
     n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """A level's adjacency, weighted degrees and their sum (in node order, as networkx adds)."""
     indptr, nbr, wt = _adjacency(n, u, v, w)
     degree = _degrees(indptr, nbr, wt)
-    size = 0.0
-    for d in degree.tolist():
-        size += d
-    return indptr, nbr, wt, degree, size / 2
+    return indptr, nbr, wt, degree, sum(degree.tolist())
 
 
 def louvain_communities(
@@ -256,10 +255,11 @@ def louvain_communities(
         return [np.array([a], dtype=np.int64) for a in range(n)]
     # networkx copies the input graph edge by edge before the first level.
     eu, ev, ew = _edges(*_adjacency(n, u, v, w))
-    indptr, nbr, wt, degree, m = _level_graph(n, eu, ev, ew)
+    indptr, nbr, wt, degree, degree_sum = _level_graph(n, eu, ev, ew)
+    m = degree_sum / 2  # every level's moves are weighed against the input graph's size
     level_n = n
     node_of = np.arange(n, dtype=np.int64)  # each input node's node in the current level
-    mod = _modularity(indptr, nbr, wt, degree, node_of, n, resolution, m, 1 / (2 * m) ** 2)
+    mod = _modularity(indptr, nbr, wt, degree, node_of, n, resolution, degree_sum)
     found: np.ndarray | None = None
     improvement = True
     while improvement:
@@ -273,18 +273,13 @@ def louvain_communities(
         com, k = _dense(com)
         node_of = com[node_of]
         found = node_of
-        level_m = 0.0
-        for d in degree.tolist():
-            level_m += d
-        new_mod = _modularity(
-            indptr, nbr, wt, degree, com, k, resolution, level_m / 2, 1 / level_m**2
-        )
+        new_mod = _modularity(indptr, nbr, wt, degree, com, k, resolution, degree_sum)
         if new_mod - mod <= threshold:
             break
         mod = new_mod
         eu, ev, ew = _edges(indptr, nbr, wt)
         eu, ev, ew = _aggregate(eu, ev, ew, com, k)
-        indptr, nbr, wt, degree, _ = _level_graph(k, eu, ev, ew)
+        indptr, nbr, wt, degree, degree_sum = _level_graph(k, eu, ev, ew)
         level_n = k
     if found is None:
         return [np.array([a], dtype=np.int64) for a in range(n)]

@@ -88,22 +88,25 @@ def _clip01(e: pl.Expr) -> pl.Expr:
     return e.clip(0.0, 1.0).fill_null(0.0).fill_nan(0.0)
 
 
-def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    # Only the members' template rows, and the columns used, are gathered.
-    tpl = (
-        evidence.usage.lazy()
-        .filter(
-            (pl.col("kind") == "template")
-            & pl.col("account_id").is_in(members.get_column("account_id").implode())
-        )
-        .select("account_id", "value", "n_requests", "variants")
+def _members_rows(rows: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """The members' rows of ``rows``, with their ``cluster_id``; only those rows are gathered."""
+    return (
+        rows.filter(pl.col("account_id").is_in(members.get_column("account_id").implode()))
         .join(members.lazy(), on="account_id")
         .collect()
     )
+
+
+def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
+    tpl = _members_rows(
+        evidence.usage.lazy()
+        .filter(pl.col("kind") == "template")
+        .select("account_id", "value", "n_requests", "variants"),
+        members,
+    )
     # Distinct prompts across the members (a sketch union), so one prompt sent
-    # word for word by many accounts counts once.
-    # Grouped on categories: keyed on integers, the sketch unions need a
-    # fraction of the memory. (Templates are categories since extraction.)
+    # word for word by many accounts counts once. Grouped on categories (the
+    # templates are categories since extraction), the unions need far less memory.
     per = (
         tpl.with_columns(pl.col("cluster_id", "value").cast(pl.Categorical()))
         .group_by("cluster_id", "value")
@@ -129,12 +132,8 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
 def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     # Keyed on categories, the group-bys over members' slots need far less memory.
     category = pl.Categorical()
-    act = (
-        evidence.activity.lazy()
-        .filter(pl.col("account_id").is_in(members.get_column("account_id").implode()))
-        .join(members.lazy(), on="account_id")
-        .with_columns(pl.col("account_id", "cluster_id").cast(category))
-        .collect()
+    act = _members_rows(evidence.activity.lazy(), members).with_columns(
+        pl.col("account_id", "cluster_id").cast(category)
     )
     span = slot_span(evidence.activity)
     per_slot = act.group_by("cluster_id", "slot").agg(pl.len().alias("active"))
