@@ -28,9 +28,10 @@ import polars as pl
 
 from distill_forensics.cluster import cluster_id_for
 from distill_forensics.errors import InputError
-from distill_forensics.extract import SLOT_SECONDS, template_key
+from distill_forensics.extract import SLOT_SECONDS
 from distill_forensics.link import both_ends
 from distill_forensics.pipeline import ClusterResult
+from distill_forensics.prompts import template_key
 from distill_forensics.schema import BAD
 from distill_forensics.score import FEATURE_WEIGHTS, MEANINGFUL_LINK, ScoreOptions
 from distill_forensics.write import to_json_text

@@ -14,38 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import polars as pl
-import pyarrow as pa
 
-from distill_forensics.jit import compiled
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
+from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features, template_key
 from distill_forensics.read import Source
 
 SLOT_SECONDS = 600
 """Width of an activity slot: lockstep is measured on 10-minute slots."""
-
-# Capability classes of a prompt.  They name the capabilities the 2026
-# distillation reports saw harvested; a prompt may fall in several.
-COT_PATTERN = (
-    r"(?i)step[- ]by[- ]step|chain[- ]of[- ]thought|show (?:all |your |the )?(?:full |complete )?"
-    r"(?:work|reasoning|thinking|steps)|think (?:carefully|through|aloud|out loud)|"
-    r"explain your reasoning|reason (?:carefully|through)|full reasoning|detailed reasoning"
-)
-GRADING_PATTERN = (
-    r"(?i)rubric|grade (?:this|the|each)|score (?:the|this|each|from|on a scale)|"
-    r"rate (?:the|this) (?:answer|response)|evaluate (?:the|this) (?:answer|response)|"
-    r"which (?:answer|response) is better"
-)
-CODING_PATTERN = (
-    r"(?i)coding agent|```|\bdef |\bclass |implement|refactor|unit tests?|stack trace|"
-    r"repository|pull request|\bbash\b|terminal|compile|function that|write (?:a|the) "
-    r"(?:python|javascript|typescript|rust|go|java|sql|c\+\+)"
-)
-TOOL_PATTERN = (
-    r"(?i)tool[ _]calls?|function[ _]call|available tools|call the tool|json schema|"
-    r"\"name\"\s*:|tools?:\s*\[|<tool"
-)
 
 # Kinds of attribute value an account can share with another.
 LOG_VALUE_KINDS: dict[str, str] = {
@@ -84,154 +60,6 @@ USAGE_SCHEMA = pl.Schema(
 SKETCH_SIZE = 32
 """Distinct prompts are counted with bottom-k sketches of this size: exact below it,
 an estimate within about a fifth above it, and mergeable across days and clusters."""
-
-TEMPLATE_WORDS = 8
-"""A prompt's template is its masked skeleton cut to its first words."""
-
-TEMPLATE_CHARS = 128
-"""Characters of a prompt's opening that can hold its first words."""
-
-
-def template_key(prompt: pl.Expr) -> pl.Expr:
-    """The template skeleton of a prompt: names, numbers and punctuation masked, first words.
-
-    Two prompts generated from one template with different fills (numbers,
-    names, task text after the fixed opening) get the same key. The prompt is
-    cut to its first ``TEMPLATE_CHARS`` characters; in that opening a capitalised
-    word becomes ``n``, a number (with its ``.,:`` separators) ``#``, the rest is
-    lowercased, every run of other characters (not letters or ``#``) separates
-    words, and the key is the first four to eight words joined by spaces (null
-    when there are fewer than four: "hi" says nothing about a template).
-
-    It runs for every request, so prompts whose opening is ASCII take one
-    compiled pass; the others go through the regular expressions of
-    :func:`template_key_regex`, which define the same key.
-    """
-    return prompt.map_batches(_template_keys, return_dtype=pl.String, is_elementwise=True)
-
-
-def template_key_regex(prompt: pl.Expr) -> pl.Expr:
-    """:func:`template_key` as regular expressions, for any text.
-
-    Same result as masking, replacing every run of other characters by a space
-    and taking the first four to eight words, but each pass is arranged to
-    match as little as it can.
-    """
-    masked = (
-        prompt.str.slice(0, TEMPLATE_CHARS)
-        .str.replace_all(r"\p{Lu}\p{Ll}+", "N")
-        .str.to_lowercase()
-        .str.replace_all(r"[0-9][0-9.,:]*", "#")
-    )
-    # Every run of non-word characters becomes one space. Most runs already are
-    # one space and are left alone: regex cost grows with the number of matches.
-    word = r"[\p{Ll}\p{Lo}#]+"
-    spaced = masked.str.replace_all(
-        r"[^\p{Ll}\p{Lo}#]*[^\p{Ll}\p{Lo}# ][^\p{Ll}\p{Lo}#]*| {2,}", " "
-    )
-    # Four to eight words. (Matching without a capture group is several times faster.)
-    head = spaced.str.extract(rf"^ ?(?:{word} ){{3,{TEMPLATE_WORDS - 1}}}{word}", 0)
-    return head.str.strip_chars_start(" ")
-
-
-@compiled
-def _template_keys_ascii(
-    offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, chars: int, words: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Template keys of the prompts whose first ``chars`` characters are ASCII.
-
-    Returns the keys' offsets and bytes, whether each row has a key, and which
-    rows are not ASCII in their opening (left for the regular expressions).
-    """
-    n = len(offsets) - 1
-    room = 0
-    for r in range(n):
-        room += min(offsets[r + 1] - offsets[r], chars)
-    out = np.empty(room, dtype=np.uint8)
-    out_offsets = np.zeros(n + 1, dtype=np.int64)
-    has_key = np.zeros(n, dtype=np.bool_)
-    other = np.zeros(n, dtype=np.bool_)
-    pos = 0
-    for r in range(n):
-        out_offsets[r] = pos
-        if not valid[r]:
-            continue
-        k, stop = offsets[r], min(offsets[r + 1], offsets[r] + chars)
-        for q in range(k, stop):
-            if data[q] >= 128:
-                other[r] = True
-                break
-        if other[r]:
-            continue
-        row_start = pos
-        n_words = 0
-        in_word = False
-        while k < stop:
-            c = data[k]
-            upper = 65 <= c <= 90
-            if upper and k + 1 < stop and 97 <= data[k + 1] <= 122:
-                # A capitalised word: "N", lowercased.
-                k += 2
-                while k < stop and 97 <= data[k] <= 122:
-                    k += 1
-                token = 110
-            elif 48 <= c <= 57:
-                # A number with its separators: "#".
-                k += 1
-                while k < stop and (
-                    48 <= data[k] <= 57 or data[k] == 46 or data[k] == 44 or data[k] == 58
-                ):
-                    k += 1
-                token = 35
-            else:
-                k += 1
-                token = c + 32 if upper else c
-            if 97 <= token <= 122 or token == 35:
-                if not in_word:
-                    if n_words == words:
-                        break
-                    if n_words:
-                        out[pos] = 32
-                        pos += 1
-                    in_word = True
-                    n_words += 1
-                out[pos] = token
-                pos += 1
-            else:
-                in_word = False
-        if n_words >= 4:
-            has_key[r] = True
-        else:
-            pos = row_start
-    out_offsets[n] = pos
-    return out_offsets, out[:pos], has_key, other
-
-
-def _template_keys(prompts: pl.Series) -> pl.Series:
-    """:func:`template_key` of a column of prompts."""
-    text = prompts.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
-    n = len(text)
-    _, offsets_buf, data_buf = text.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[text.offset : text.offset + n + 1]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    )
-    valid = text.is_valid().to_numpy(zero_copy_only=False)
-    out_offsets, out, has_key, other = _template_keys_ascii(
-        offsets, data, valid, TEMPLATE_CHARS, TEMPLATE_WORDS
-    )
-    keys = pa.LargeStringArray.from_buffers(
-        n,
-        pa.py_buffer(out_offsets),
-        pa.py_buffer(out),
-        pa.py_buffer(np.packbits(has_key, bitorder="little")),
-    )
-    result = pl.Series(prompts.name, keys, dtype=pl.String)
-    if other.any():
-        rows = pl.Series(np.flatnonzero(other))
-        slow = pl.select(template_key_regex(pl.lit(prompts.gather(rows)))).to_series()
-        result = result.scatter(rows, slow)
-    return result
 
 
 @dataclass(frozen=True)
@@ -385,7 +213,11 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
         (pl.col("_tokens_invalid") if "_tokens_invalid" in schema else pl.lit(False)).alias(
             "_tokens_invalid"
         ),
-        *[_value_expr(kind).alias(f"_v_{kind}") for kind in log_kinds],
+        *[
+            _value_expr(kind).alias(f"_v_{kind}")
+            for kind in log_kinds
+            if not (kind == "template" and has_prompt)
+        ],
         (prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)).alias("_ph"),
         (pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)).alias(
             "input_tokens"
@@ -397,23 +229,19 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
     ]
     if has_prompt:
         exprs.append(prompt.is_not_null().alias("_prompt"))
-        exprs.extend(
-            prompt.str.contains(pattern).alias(f"_{name}")
-            for name, pattern in CAPABILITY_PATTERNS.items()
-        )
+        # The template key and the capability classes come from one pass over the bytes.
+        exprs.append(prompt_features(prompt).alias("_features"))
     exprs.extend(pl.col(c) for c in _account_columns(cols) if c in schema)
     if by_day:
         exprs.append(pl.col("timestamp").dt.date().alias("day"))
-    return lf.select(exprs), log_kinds
-
-
-CAPABILITY_PATTERNS: dict[str, str] = {
-    "cot": COT_PATTERN,
-    "grading": GRADING_PATTERN,
-    "coding": CODING_PATTERN,
-    "tool": TOOL_PATTERN,
-}
-"""The capability classes counted per account (``n_<name>`` columns)."""
+    plan = lf.select(exprs)
+    if has_prompt:
+        features = pl.col("_features").struct
+        plan = plan.with_columns(
+            *([features.field("template").alias("_v_template")] if "template" in log_kinds else []),
+            *(features.field(name).alias(f"_{name}") for name in CAPABILITY_PATTERNS),
+        ).drop("_features")
+    return plan, log_kinds
 
 
 def _account_columns(cols: set[str]) -> list[str]:

@@ -27,8 +27,9 @@ from distill_forensics import extract, link, read_logs, run_cluster
 from distill_forensics.cli import main
 from distill_forensics.cluster import cluster
 from distill_forensics.errors import EXIT_INPUT
-from distill_forensics.extract import ACCOUNT_VALUE_KINDS, LOG_VALUE_KINDS, template_key
+from distill_forensics.extract import ACCOUNT_VALUE_KINDS, LOG_VALUE_KINDS
 from distill_forensics.link import DEFAULT_KIND_WEIGHTS, LinkOptions, Links
+from distill_forensics.prompts import template_key
 from distill_forensics.write import FORMULA_PREFIXES
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"

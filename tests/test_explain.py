@@ -16,7 +16,7 @@ from distill_forensics.cli.explain import explain as explain_command
 from distill_forensics.cluster import cluster_id_for
 from distill_forensics.errors import EXIT_INPUT, InputError
 from distill_forensics.explain import Explanation, explain
-from distill_forensics.extract import template_key
+from distill_forensics.prompts import template_key
 from distill_forensics.score import LINK_KIND_LABELS
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"

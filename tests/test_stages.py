@@ -8,8 +8,8 @@ from builders import background, campaign, strangers, write
 
 from distill_forensics import extract, link, read_logs, run_cluster
 from distill_forensics.cluster import cluster, cluster_id_for
-from distill_forensics.extract import template_key
 from distill_forensics.link import LinkOptions
+from distill_forensics.prompts import template_key
 
 
 def _evidence(tmp_path, *parts):
