@@ -579,9 +579,9 @@ def finish(parts: Parts) -> Evidence:
     if "day" in usage_logs.columns:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
-    text = [pl.col(c).cast(pl.String) for c in ("account_id", "kind", "value")]
+    # Log kinds stay categories until sorted: categories sort by their text.
     tables: dict[str, pl.LazyFrame] = {
-        kind: usage_logs.lazy().filter(pl.col("kind") == kind).with_columns(text)
+        kind: usage_logs.lazy().filter(pl.col("kind") == kind)
         for kind in usage_logs.get_column("kind").cast(pl.String).unique().to_list()
     }
     for kind in acct_kinds:
@@ -611,8 +611,8 @@ def finish(parts: Parts) -> Evidence:
                 )
             )
             .select(list(USAGE_SCHEMA))
-            .cast(USAGE_SCHEMA)
             .sort("value", "account_id")
+            .cast(USAGE_SCHEMA)
             .collect()
             .rechunk()
             for kind in sorted(tables)

@@ -494,12 +494,15 @@ def _matrix_entries(
 def _value_matrix(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, width: np.ndarray, n_acc: int
 ) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The value matrix in compressed rows (int64 indices), and each column's kind."""
+    """The value matrix in compressed rows (int64 row pointers), and each column's kind.
+
+    Column indices keep scipy's type (int32 unless there are billions of
+    columns): pair scoring streams them for every candidate pair.
+    """
     matrix = sp.csr_matrix((values, (rows, cols)), shape=(n_acc, int(width.sum())))
     matrix.sum_duplicates()
     matrix.indptr = matrix.indptr.astype(np.int64)
-    matrix.indices = matrix.indices.astype(np.int64)
-    col_kind = np.repeat(np.arange(len(width), dtype=np.int64), width)
+    col_kind = np.repeat(np.arange(len(width), dtype=np.int8), width)
     return matrix, col_kind
 
 
