@@ -316,7 +316,7 @@ def _pair_dots(
     return out
 
 
-@compiled
+@compiled(parallel=True)
 def _screen(
     dots: np.ndarray,
     kind_weight: np.ndarray,
@@ -344,7 +344,7 @@ def _screen(
     n_kinds = len(kind_weight)
     sync = np.zeros(n)
     keep = np.zeros(n, dtype=np.bool_)
-    for p in range(n):
+    for p in numba.prange(n):
         bound = 0.0
         for k in range(n_kinds):
             bound += kind_weight[k] * min(1.0, dots[p, k] / saturation)
