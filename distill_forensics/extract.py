@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
-from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features, template_key
+from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
 from distill_forensics.read import Source
 
 SLOT_SECONDS = 600
@@ -120,8 +120,6 @@ def _value_expr(kind: str) -> pl.Expr:
         return pl.col("ip")
     if kind == "net":
         return ip_network(pl.col("ip"))
-    if kind == "template":
-        return template_key(pl.col("prompt"))
     return pl.col(LOG_VALUE_KINDS[kind])
 
 
@@ -213,11 +211,8 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
         (pl.col("_tokens_invalid") if "_tokens_invalid" in schema else pl.lit(False)).alias(
             "_tokens_invalid"
         ),
-        *[
-            _value_expr(kind).alias(f"_v_{kind}")
-            for kind in log_kinds
-            if not (kind == "template" and has_prompt)
-        ],
+        # The template key comes with the capability classes, below.
+        *[_value_expr(kind).alias(f"_v_{kind}") for kind in log_kinds if kind != "template"],
         (prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)).alias("_ph"),
         (pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)).alias(
             "input_tokens"
@@ -238,7 +233,7 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
     if has_prompt:
         features = pl.col("_features").struct
         plan = plan.with_columns(
-            *([features.field("template").alias("_v_template")] if "template" in log_kinds else []),
+            features.field("template").alias("_v_template"),
             *(features.field(name).alias(f"_{name}") for name in CAPABILITY_PATTERNS),
         ).drop("_features")
     return plan, log_kinds

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -179,7 +180,7 @@ def _template_keys_ascii(
 
 def _template_keys(prompts: pl.Series) -> pl.Series:
     """:func:`template_key` of a column of prompts."""
-    return _keys_of(prompts, *_string_buffers(prompts)[1:]).alias(prompts.name)
+    return _keys_of(prompts, *_string_buffers(prompts)).alias(prompts.name)
 
 
 def _keys_of(
@@ -215,7 +216,7 @@ def prompt_features(prompt: pl.Expr) -> pl.Expr:
 
 
 def _prompt_features(prompts: pl.Series) -> pl.Series:
-    buffers = _string_buffers(prompts)[1:]
+    buffers = _string_buffers(prompts)
     keys = _keys_of(prompts, *buffers)
     return pl.DataFrame([keys, *_flags_of(prompts, *buffers)]).to_struct(prompts.name)
 
@@ -232,8 +233,7 @@ def capability_flags(prompt: pl.Expr) -> pl.Expr:
     ASCII are scanned once for every pattern at the same time (a trie of the
     literals the patterns spell out); others go through the regular expressions.
     """
-    names = list(CAPABILITY_PATTERNS)
-    dtype = pl.Struct({name: pl.Boolean() for name in names})
+    dtype = pl.Struct({name: pl.Boolean() for name in CAPABILITY_PATTERNS})
     return prompt.map_batches(_capability_flags, return_dtype=dtype, is_elementwise=True)
 
 
@@ -345,9 +345,8 @@ def _literal(tokens: list[str], pattern: str) -> _Literal:
     return _Literal(head.lower(), before, after, tail.lower() if tail is not None else None)
 
 
-@dataclass(frozen=True)
-class _Trie:
-    """Every pattern's literals in a trie over byte classes, as arrays for the compiled scan.
+class _Trie(NamedTuple):
+    """Every pattern's literals in a trie over byte classes: the scan's arguments, in order.
 
     ``child[state, byte_class[byte]]`` is the next state or -1; ``trigram`` marks
     the three-class openings of literals (6 bits per class); ``plain[state]``
@@ -542,10 +541,8 @@ def _word_byte(c: int) -> bool:
     return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95
 
 
-def _string_buffers(
-    prompts: pl.Series,
-) -> tuple[pa.LargeStringArray, np.ndarray, np.ndarray, np.ndarray]:
-    """The prompts as one Arrow large-string array, and its offsets, bytes and validity."""
+def _string_buffers(prompts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prompts' bytes as one Arrow large-string array has them: offsets, bytes, validity."""
     text = prompts.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
     n = len(text)
     _, offsets_buf, data_buf = text.buffers()
@@ -554,35 +551,19 @@ def _string_buffers(
         np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     )
     valid = text.is_valid().to_numpy(zero_copy_only=False)
-    return text, offsets, data, valid
+    return offsets, data, valid
 
 
 def _capability_flags(prompts: pl.Series) -> pl.Series:
     """:func:`capability_flags` of a column of prompts."""
-    flags = _flags_of(prompts, *_string_buffers(prompts)[1:])
+    flags = _flags_of(prompts, *_string_buffers(prompts))
     return pl.DataFrame(flags).to_struct(prompts.name)
 
 
 def _flags_of(
     prompts: pl.Series, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray
 ) -> list[pl.Series]:
-    trie = _trie()
-    bits, other = _scan_ascii(
-        offsets,
-        data,
-        valid,
-        trie.byte_class,
-        trie.child,
-        trie.trigram,
-        trie.plain,
-        trie.out_ptr,
-        trie.out_ids,
-        trie.lit_bit,
-        trie.lit_before,
-        trie.lit_after,
-        trie.tail_ptr,
-        trie.tail,
-    )
+    bits, other = _scan_ascii(offsets, data, valid, *_trie())
     missing = ~valid
     flags = [
         pl.Series(name, pa.array((bits & (1 << b)) != 0, mask=missing), dtype=pl.Boolean)
