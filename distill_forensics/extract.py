@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import polars as pl
 
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
@@ -574,7 +575,7 @@ def finish(parts: Parts) -> Evidence:
     if "day" in usage_logs.columns:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
-    # Log kinds stay categories until sorted: categories sort by their text.
+    # Log kinds stay categories until sorted (see _sorted_by_text).
     tables: dict[str, pl.LazyFrame] = {
         kind: usage_logs.lazy().filter(pl.col("kind") == kind)
         for kind in usage_logs.get_column("kind").cast(pl.String).unique().to_list()
@@ -606,10 +607,10 @@ def finish(parts: Parts) -> Evidence:
                 )
             )
             .select(list(USAGE_SCHEMA))
-            .sort("value", "account_id")
-            .cast(USAGE_SCHEMA)
             .collect()
             .rechunk()
+            .pipe(_sorted_by_text, ["value", "account_id"])
+            .cast(USAGE_SCHEMA)
             for kind in sorted(tables)
         ]
         or [pl.DataFrame(schema=USAGE_SCHEMA)],
@@ -626,13 +627,57 @@ def finish(parts: Parts) -> Evidence:
     rows = int(counts.pop("rows", 0))
     return Evidence(
         usage=usage,
-        activity=parts.activity.sort("account_id", "slot"),
+        activity=_sorted_by_text(parts.activity.rechunk(), ["account_id", "slot"]),
         accounts=accounts.sort("account_id"),
         rows=rows,
         malformed={k: v for k, v in counts.items() if v},
         columns=parts.columns,
         unused_signals=tuple(unused),
     )
+
+
+def _text_ranks(column: pl.Series) -> tuple[np.ndarray, int]:
+    """Each row's rank among the column's distinct texts, and the number of distinct texts.
+
+    Only the distinct texts are sorted: rows are numbered by their category.
+    """
+    cat = column if column.dtype == pl.Categorical else column.cast(pl.Categorical())
+    codes = cat.to_physical().to_numpy()
+    row_of = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    row_of[codes] = np.arange(len(codes))
+    present = np.flatnonzero(row_of >= 0)
+    order = cat.gather(row_of[present]).cast(pl.String).arg_sort().to_numpy()
+    rank = np.empty(len(row_of), dtype=np.int64)
+    rank[present[order]] = np.arange(len(present))
+    return rank[codes], len(present)
+
+
+def _sorted_by_text(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
+    """``frame.sort(by)`` with text and category columns in text order, by one integer sort.
+
+    Sorting millions of rows on two text or category columns compares text at
+    every step; ranking each column's distinct values once and sorting one
+    packed integer key gives the same order several times faster.
+    """
+    if frame.height == 0 or any(frame.get_column(c).null_count() for c in by):
+        return frame.sort(by)
+    key = np.zeros(frame.height, dtype=np.int64)
+    span = 1
+    for name in by:
+        column = frame.get_column(name)
+        if column.dtype in (pl.Categorical, pl.String):
+            rank, size = _text_ranks(column)
+        elif column.dtype.is_integer():
+            values = column.to_numpy().astype(np.int64)
+            low = int(values.min())
+            rank, size = values - low, int(values.max()) - low + 1
+        else:
+            return frame.sort(by)
+        span *= size
+        if span >= 1 << 62:
+            return frame.sort(by)
+        key = key * size + rank
+    return frame[np.argsort(key)]
 
 
 def extract(

@@ -27,7 +27,7 @@ from distill_forensics import extract, link, read_logs, run_cluster
 from distill_forensics.cli import main
 from distill_forensics.cluster import cluster
 from distill_forensics.errors import EXIT_INPUT
-from distill_forensics.extract import ACCOUNT_VALUE_KINDS, LOG_VALUE_KINDS
+from distill_forensics.extract import ACCOUNT_VALUE_KINDS, LOG_VALUE_KINDS, _sorted_by_text
 from distill_forensics.link import DEFAULT_KIND_WEIGHTS, LinkOptions, Links
 from distill_forensics.prompts import template_key
 from distill_forensics.write import FORMULA_PREFIXES
@@ -422,6 +422,33 @@ def test_report_never_overwrites_an_input_log(tmp_path):
 def test_malformed_column_option_is_one_error_line(tmp_path):
     result = _cli("cluster", _only_required_columns(tmp_path), "--column", "account_id")
     assert "--column" in _one_line_error(result)
+
+
+# ---------------------------------------------------------------------------
+# Sorting evidence by text
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["b", "a", "ab", "B", "é", "Z9", "", "a b", "ж"]),
+            st.sampled_from(["acc-1", "acc-10", "acc-2", "Acc", "ü"]),
+            st.integers(-5, 5),
+        ),
+        max_size=60,
+        unique=True,
+    ),
+    st.booleans(),
+)
+@settings(max_examples=150, deadline=None)
+def test_sorting_by_text_ranks_is_sorting_by_text(rows, as_categories):
+    frame = pl.DataFrame(rows, schema=["value", "account_id", "slot"], orient="row")
+    if as_categories:
+        frame = frame.with_columns(pl.col("value", "account_id").cast(pl.Categorical()))
+    # Rows are unique, so each full ordering has one answer.
+    for by in (["value", "account_id", "slot"], ["account_id", "slot", "value"]):
+        assert _sorted_by_text(frame, by).equals(frame.sort(by))
+    assert _sorted_by_text(frame, ["slot"]).get_column("slot").equals(frame.sort("slot")["slot"])
 
 
 # ---------------------------------------------------------------------------
