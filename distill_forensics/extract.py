@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
+from distill_forensics.jit import compiled
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
 from distill_forensics.read import Source
@@ -80,11 +82,6 @@ class Evidence:
         return self.accounts.height
 
 
-def sketch(hashes: pl.Expr) -> pl.Expr:
-    """Bottom-k sketch (aggregation): the smallest distinct hashes of a group."""
-    return hashes.drop_nulls().unique().sort().head(SKETCH_SIZE)
-
-
 def sketch_union(sketches: pl.Expr) -> pl.Expr:
     """Sketch of the union of sets (aggregation over a column of sketches)."""
     return (
@@ -104,6 +101,136 @@ def sketch_count(sketch_list: pl.Expr) -> pl.Expr:
     return (
         pl.when(size < SKETCH_SIZE).then(size.cast(pl.Float64)).otherwise(estimate).round(0)
     ).cast(pl.Int64)
+
+
+@compiled
+def _sketch_groups(
+    key: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    hashes: np.ndarray,
+    n: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by equal ``key`` (visited in ``order``, which brings equal keys together).
+
+    Row ``r`` carries a count ``n[r]``, a time span ``first[r]..last[r]`` and the
+    hashes ``hashes[offsets[r]:offsets[r + 1]]``. Each group gets its first row in
+    ``order``, the sum of counts, the span's bounds and the bottom-k sketch of
+    its hashes (the ``k`` smallest distinct, ascending) as list offsets and values.
+    """
+    m = len(order)
+    starts = np.empty(m + 1, np.int64)
+    groups = 0
+    for i in range(m):
+        if i == 0 or key[order[i]] != key[order[i - 1]]:
+            starts[groups] = i
+            groups += 1
+    starts[groups] = m
+    head = np.empty(groups, np.int64)
+    n_out = np.empty(groups, np.int64)
+    first_out = np.empty(groups, np.int64)
+    last_out = np.empty(groups, np.int64)
+    out_offsets = np.empty(groups + 1, np.int64)
+    out = np.empty(min(len(hashes), groups * k), np.uint64)
+    buf = np.empty(len(hashes), np.uint64)
+    used = 0
+    for g in range(groups):
+        r = order[starts[g]]
+        head[g] = r
+        total, lo, hi, c = 0, first[r], last[r], 0
+        for i in range(starts[g], starts[g + 1]):
+            r = order[i]
+            total += n[r]
+            lo = min(lo, first[r])
+            hi = max(hi, last[r])
+            for j in range(offsets[r], offsets[r + 1]):
+                buf[c] = hashes[j]
+                c += 1
+        n_out[g], first_out[g], last_out[g] = total, lo, hi
+        out_offsets[g] = used
+        if c > 32:
+            buf[:c] = np.sort(buf[:c])
+        else:  # insertion sort: most groups hold a handful of hashes
+            for i in range(1, c):
+                v = buf[i]
+                j = i - 1
+                while j >= 0 and buf[j] > v:
+                    buf[j + 1] = buf[j]
+                    j -= 1
+                buf[j + 1] = v
+        taken = 0
+        for i in range(c):
+            if taken == k:
+                break
+            if i == 0 or buf[i] != buf[i - 1]:
+                out[used] = buf[i]
+                used += 1
+                taken += 1
+    out_offsets[groups] = used
+    return head, n_out, first_out, last_out, out_offsets, out[:used]
+
+
+def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 per row that is equal exactly when the ``keys`` columns are (integer,
+    date, text or categorical columns), and the rows in an order that brings equal ones together.
+    """
+    codes = []
+    span = 1
+    for name in keys:
+        column = frame.get_column(name)
+        if column.dtype == pl.String:
+            column = column.cast(pl.Categorical())
+        values = column.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+        low = int(values.min()) if len(values) else 0
+        size = (int(values.max()) - low + 1) if len(values) else 1
+        codes.append((values - low, size))
+        span *= size
+    if span < 1 << 62:
+        key = np.zeros(frame.height, dtype=np.int64)
+        for values, size in codes:
+            key = key * size + values
+        return key, np.argsort(key)
+    # Too wide to pack: number the distinct combinations instead.
+    order = np.lexsort([values for values, _ in reversed(codes)])
+    stacked = np.stack([values[order] for values, _ in codes])
+    change = np.concatenate([[True], (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
+    key = np.empty(frame.height, dtype=np.int64)
+    key[order] = np.cumsum(change)
+    return key, order
+
+
+def _sketched_usage(
+    frame: pl.DataFrame,
+    keys: Sequence[str],
+    n: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    offsets: np.ndarray,
+    hashes: np.ndarray,
+) -> pl.DataFrame:
+    """``frame``'s rows grouped by ``keys``: requests summed, first and last seen, and the
+    bottom-k sketch of the hashes each row carries (see :func:`_sketch_groups`).
+
+    The same as a polars group-by with :func:`sketch_union` of the rows' hashes, in one
+    sorted pass instead of a list per group.
+    """
+    key, order = _group_key(frame, keys)
+    head, n_out, first_out, last_out, out_offsets, out = _sketch_groups(
+        key, order, offsets, hashes, n, first, last, SKETCH_SIZE
+    )
+    when = pl.Datetime("us", "UTC")
+    variants = pl.Series(
+        "variants", pa.LargeListArray.from_arrays(pa.array(out_offsets), pa.array(out))
+    )
+    return frame.select(keys)[head].with_columns(
+        pl.Series("n_requests", n_out),
+        pl.Series("first_seen", first_out).cast(when),
+        pl.Series("last_seen", last_out).cast(when),
+        variants,
+    )
 
 
 def slot_span(activity: pl.DataFrame) -> int:
@@ -267,14 +394,11 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
     # Account ids and values as categories: the group-bys key on integers, and
     # the parts held for merging store each distinct text once.
     category = pl.Categorical()
-    good = (
-        batch.filter(pl.col("_bad").is_null())
-        .with_columns(
-            pl.col("account_id").cast(category),
-            *(pl.col(f"_v_{kind}").cast(category) for kind in log_kinds),
-        )
-        .lazy()
+    good_rows = batch.filter(pl.col("_bad").is_null()).with_columns(
+        pl.col("account_id").cast(category),
+        *(pl.col(f"_v_{kind}").cast(category) for kind in log_kinds),
     )
+    good = good_rows.lazy()
     day = ["day"] if by_day else []
     seen = [
         pl.len().cast(pl.Int64).alias("n_requests"),
@@ -283,12 +407,15 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
     ]
     usage_qs = []
     for kind in log_kinds:
-        variants = sketch(pl.col("_ph")) if kind == "template" else pl.lit(None, pl.List(pl.UInt64))
+        rows = good.select(
+            *day, "account_id", "timestamp", "_ph", pl.col(f"_v_{kind}").alias("value")
+        ).filter(pl.col("value").is_not_null())
+        if kind == "template":
+            usage_qs.append(_template_usage(rows.collect(), day).lazy())
+            continue
         usage_qs.append(
-            good.select(*day, "account_id", "timestamp", "_ph", pl.col(f"_v_{kind}").alias("value"))
-            .filter(pl.col("value").is_not_null())
-            .group_by(*day, "account_id", "value")
-            .agg(*seen, variants.alias("variants"))
+            rows.group_by(*day, "account_id", "value")
+            .agg(*seen, pl.lit(None, pl.List(pl.UInt64)).alias("variants"))
             .with_columns(kind=pl.lit(kind, category))
         )
     activity_q = good.group_by(
@@ -353,6 +480,27 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
             pl.lit(0, pl.Int64).alias(c) for c in ACCOUNT_COUNTERS if c not in accounts.columns
         )
     return Parts(usage, frames[-2], accounts, counts, ())
+
+
+def _template_usage(rows: pl.DataFrame, day: Sequence[str]) -> pl.DataFrame:
+    """Template usage of one batch's requests (``account_id``, ``value``, ``timestamp``,
+    ``_ph``): the group-by with a bottom-k sketch of the prompt hashes (nulls left out),
+    done in one sorted pass.
+    """
+    times = rows.get_column("timestamp").to_physical().to_numpy()
+    hashes = rows.get_column("_ph")
+    offsets = np.zeros(rows.height + 1, dtype=np.int64)
+    np.cumsum(hashes.is_not_null().to_numpy(), out=offsets[1:])
+    usage = _sketched_usage(
+        rows,
+        [*day, "account_id", "value"],
+        np.ones(rows.height, dtype=np.int64),
+        times,
+        times,
+        offsets,
+        hashes.drop_nulls().to_numpy(),
+    )
+    return usage.with_columns(kind=pl.lit("template", pl.Categorical()))
 
 
 BATCH_ROWS = 1_000_000
@@ -488,11 +636,25 @@ def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl
     ]
     # Only templates carry prompt sketches; the other kinds skip the list work.
     is_template = pl.col("kind") == "template"
+    templates = usage.filter(is_template)
+    variants = templates.get_column("variants")
+    offsets = np.zeros(templates.height + 1, dtype=np.int64)
+    np.cumsum(variants.list.len().fill_null(0).to_numpy(), out=offsets[1:])
+    hashes = variants.list.explode(keep_nulls=False, empty_as_null=False).to_numpy()
+    merged = _sketched_usage(
+        templates,
+        [*keys, "account_id", "value"],
+        templates.get_column("n_requests").to_numpy(),
+        templates.get_column("first_seen").to_physical().to_numpy(),
+        templates.get_column("last_seen").to_physical().to_numpy(),
+        offsets,
+        hashes,
+    )
     return pl.concat(
         [
-            usage.filter(is_template)
-            .group_by(group)
-            .agg(*seen, sketch_union(pl.col("variants")).alias("variants")),
+            merged.with_columns(kind=pl.lit("template", usage.schema["kind"])).select(
+                *group, "n_requests", "first_seen", "last_seen", "variants"
+            ),
             usage.filter(~is_template)
             .group_by(group)
             .agg(*seen, pl.lit(None, pl.List(pl.UInt64)).alias("variants")),

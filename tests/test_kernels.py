@@ -1,13 +1,27 @@
-"""The compiled kernels of linking and clustering agree with the library code they replace."""
+"""The compiled kernels of extraction, linking and clustering agree with the library code
+they replace."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import networkx as nx
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from distill_forensics.cluster import bridge_links
+from distill_forensics.extract import (
+    SKETCH_SIZE,
+    _group_key,
+    _merge_usage,
+    _template_usage,
+    sketch_union,
+)
 from distill_forensics.link import _pair_dots, _pairwise_sum
 from distill_forensics.louvain import louvain_communities
 
@@ -98,3 +112,141 @@ def test_louvain_without_edges_keeps_every_node_apart():
     none = np.zeros(0, dtype=np.int64)
     got = louvain_communities(3, none, none, np.zeros(0))
     assert [p.tolist() for p in got] == [[0], [1], [2]]
+
+
+_HASHES = st.one_of(
+    st.integers(0, 40),  # small: repeats within and across rows
+    st.integers(0, 2**64 - 1),
+)
+
+
+def _in_key_order(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return frame.sort([pl.col(k).cast(pl.String) for k in keys])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 1),  # day
+            st.sampled_from(["a1", "a2", "a3"]),
+            st.sampled_from(["t1", "t2"]),
+            st.integers(1, 5),  # requests
+            st.integers(0, 10**6),  # first seen (s)
+            st.integers(0, 10**6),  # span (s)
+            st.one_of(st.none(), st.lists(_HASHES, max_size=40, unique=True).map(sorted)),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_template_merge_matches_polars_sketch_union(rows, as_text):
+    """Merged template usage: sums, bounds and the bottom-k union of the rows' sketches,
+    with ids and values as categories (extraction) or text (the evidence store)."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    usage = pl.DataFrame(
+        {
+            "day": [dt.date(2026, 1, 1 + r[0]) for r in rows],
+            "account_id": [r[1] for r in rows],
+            "kind": ["template"] * len(rows),
+            "value": [r[2] for r in rows],
+            "n_requests": [r[3] for r in rows],
+            "first_seen": [start + dt.timedelta(seconds=r[4]) for r in rows],
+            "last_seen": [start + dt.timedelta(seconds=r[4] + r[5]) for r in rows],
+            "variants": [r[6] for r in rows],
+        },
+        schema_overrides={
+            "day": pl.Date(),
+            "account_id": pl.Categorical(),
+            "kind": pl.Categorical(),
+            "n_requests": pl.Int64(),
+            "value": pl.Categorical(),
+            "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC"),
+            "variants": pl.List(pl.UInt64()),
+        },
+    )
+    keys = ["day", "account_id", "kind", "value"]
+    if as_text:
+        usage = usage.with_columns(pl.col(pl.Categorical).cast(pl.String))
+    # Two parts, so the merge sees rows of one group arrive from either.
+    got = _merge_usage([usage[: len(rows) // 2], usage[len(rows) // 2 :]], ["day"])
+    expected = usage.group_by(keys).agg(
+        pl.col("n_requests").sum(),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        sketch_union(pl.col("variants")).alias("variants"),
+    )
+    assert_frame_equal(_in_key_order(got, keys), _in_key_order(expected, keys))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a1", "a2", "a3"]),
+            st.sampled_from(["t1", "t2", "t3"]),
+            st.integers(0, 10**6),
+            st.one_of(st.none(), _HASHES),
+        ),
+        max_size=120,
+    )
+)
+def test_template_usage_of_a_batch_matches_polars_sketch(rows):
+    """One batch's template usage: requests, first and last seen, and the sketch of prompt hashes
+    (null hashes left out)."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    batch = pl.DataFrame(
+        {
+            "account_id": [r[0] for r in rows],
+            "value": [r[1] for r in rows],
+            "timestamp": [start + dt.timedelta(seconds=r[2]) for r in rows],
+            "_ph": [r[3] for r in rows],
+        },
+        schema_overrides={
+            "account_id": pl.Categorical(),
+            "value": pl.Categorical(),
+            "timestamp": pl.Datetime("us", "UTC"),
+            "_ph": pl.UInt64(),
+        },
+    )
+    got = _template_usage(batch, [])
+    expected = batch.group_by("account_id", "value").agg(
+        pl.len().cast(pl.Int64).alias("n_requests"),
+        pl.col("timestamp").min().alias("first_seen"),
+        pl.col("timestamp").max().alias("last_seen"),
+        pl.col("_ph").drop_nulls().unique().sort().head(SKETCH_SIZE).alias("variants"),
+        kind=pl.lit("template", pl.Categorical()),
+    )
+    keys = ["account_id", "value"]
+    assert_frame_equal(_in_key_order(got, keys), _in_key_order(expected, keys))
+
+
+def test_group_key_numbers_rows_too_wide_to_pack():
+    rng = np.random.default_rng(3)
+    wide = rng.integers(0, 3, (3, 500)) * (1 << 40)  # three columns of 2^41 values each
+    frame = pl.DataFrame({"x": wide[0], "y": wide[1], "z": wide[2]})
+    key, order = _group_key(frame, ["x", "y", "z"])
+    rows = [tuple(r) for r in wide.T]
+    assert all((key[a] == key[b]) == (rows[a] == rows[b]) for a in range(50) for b in range(500))
+    in_order = key[order]
+    assert len(np.unique(in_order)) == 1 + np.count_nonzero(in_order[1:] != in_order[:-1])
+    # Numbered 1..groups, not packed.
+    assert set(key.tolist()) == set(range(1, len(set(rows)) + 1))
+
+
+def test_sketch_of_a_busy_group_keeps_the_smallest_distinct_hashes():
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    batch = pl.DataFrame(
+        {
+            "account_id": ["a"] * 600,
+            "value": ["t"] * 600,
+            "timestamp": [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * 600,
+            "_ph": np.concatenate([hashes, hashes[::-1]]),
+        },
+        schema_overrides={"account_id": pl.Categorical(), "value": pl.Categorical()},
+    )
+    got = _template_usage(batch, [])
+    assert got.get_column("variants").to_list() == [sorted(hashes.tolist())[:32]]
+    assert got.get_column("n_requests").to_list() == [600]
