@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from distill_forensics.jit import compiled
+from distill_forensics.jit import compiled, string_buffers
 
 # Capability classes of a prompt; a prompt may fall in several.
 COT_PATTERN = (
@@ -180,7 +180,7 @@ def _template_keys_ascii(
 
 def _template_keys(prompts: pl.Series) -> pl.Series:
     """:func:`template_key` of a column of prompts."""
-    return _keys_of(prompts, *_string_buffers(prompts)).alias(prompts.name)
+    return _keys_of(prompts, *string_buffers(prompts)).alias(prompts.name)
 
 
 def _keys_of(
@@ -216,7 +216,7 @@ def prompt_features(prompt: pl.Expr) -> pl.Expr:
 
 
 def _prompt_features(prompts: pl.Series) -> pl.Series:
-    buffers = _string_buffers(prompts)
+    buffers = string_buffers(prompts)
     keys = _keys_of(prompts, *buffers)
     return pl.DataFrame([keys, *_flags_of(prompts, *buffers)]).to_struct(prompts.name)
 
@@ -541,22 +541,9 @@ def _word_byte(c: int) -> bool:
     return 48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95
 
 
-def _string_buffers(prompts: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The prompts' bytes as one Arrow large-string array has them: offsets, bytes, validity."""
-    text = prompts.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
-    n = len(text)
-    _, offsets_buf, data_buf = text.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[text.offset : text.offset + n + 1]
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    )
-    valid = text.is_valid().to_numpy(zero_copy_only=False)
-    return offsets, data, valid
-
-
 def _capability_flags(prompts: pl.Series) -> pl.Series:
     """:func:`capability_flags` of a column of prompts."""
-    flags = _flags_of(prompts, *_string_buffers(prompts))
+    flags = _flags_of(prompts, *string_buffers(prompts))
     return pl.DataFrame(flags).to_struct(prompts.name)
 
 

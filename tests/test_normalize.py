@@ -6,11 +6,15 @@ import ipaddress
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from distill_forensics.normalize import (
     FREE_MAIL_DOMAINS,
+    _canonical_v6,
+    _ip_series,
+    _ip_series_general,
+    _network_v6,
     email_domain,
     email_normalized,
     ip_clean,
@@ -144,3 +148,30 @@ def test_is_free_mail(text: str | None, free: bool | None) -> None:
 
 def test_free_mail_domains_are_lowercase_domains() -> None:
     assert all(d == d.lower() and "." in d and "@" not in d for d in FREE_MAIL_DOMAINS)
+
+
+_PADS = st.sampled_from(["", " ", "\t\n", "\x0b\x0c\r", "\x1c", "\xa0", "."])
+_IP_NOISE = st.one_of(
+    st.text(alphabet="0123456789.:af \t\n\x0b\x0c\r\x1c\xa0١", max_size=24),
+    st.builds(
+        lambda before, octets, after: before + ".".join(octets) + after,
+        _PADS,
+        st.lists(
+            st.sampled_from(["0", "7", "25", "199", "255", "00", "07", "256", "1000", ""]),
+            min_size=3,
+            max_size=5,
+        ),
+        _PADS,
+    ),
+)
+
+
+@example(["\x1c1.2.3.4", "1.2.3.4.", "1.2.3.4.5", "\xa01.2.3.4", "\t1.2.3.4\x0b", "1..2.3"])
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.none(), _IP_NOISE), max_size=30))
+def test_ip_compiled_pass_agrees_with_the_general_path(texts: list[str | None]) -> None:
+    """The compiled IPv4 pass gives what the regular expressions and ipaddress give."""
+    values = pl.Series("v", texts, dtype=pl.String)
+    for v6, network in ((_canonical_v6, False), (_network_v6, True)):
+        expected = _ip_series_general(values, v6, network=network).to_list()
+        assert _ip_series(values, v6, network=network).to_list() == expected
