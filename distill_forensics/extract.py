@@ -740,7 +740,7 @@ def finish(parts: Parts) -> Evidence:
     # Log kinds stay categories until sorted (see _sorted_by_text).
     tables: dict[str, pl.LazyFrame] = {
         kind: usage_logs.lazy().filter(pl.col("kind") == kind)
-        for kind in usage_logs.get_column("kind").cast(pl.String).unique().to_list()
+        for kind in usage_logs.get_column("kind").unique().cast(pl.String).to_list()
     }
     for kind in acct_kinds:
         tables[kind] = (
