@@ -415,28 +415,42 @@ def _sort_in_groups(
     return group[order], idx[order]
 
 
-def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np.ndarray]:
-    """Candidate pair keys from group membership (group, idx, sig1, sig2).
+def _signature_orders(
+    sig1: np.ndarray, sig2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Accounts in (sig1, sig2, idx) order and in (sig2, sig1, idx) order: each account's
+    rank in the first, the first order, its rank in the second, the second order."""
+    idx = np.arange(len(sig1), dtype=np.int64)
+    by1 = np.lexsort((idx, sig2, sig1))
+    by2 = np.lexsort((idx, sig1, sig2))
+    rank1 = np.empty(len(idx), dtype=np.int64)
+    rank2 = np.empty(len(idx), dtype=np.int64)
+    rank1[by1] = idx
+    rank2[by2] = idx
+    return rank1, by1, rank2, by2
+
+
+def _candidates(
+    group_codes: np.ndarray,
+    idx: np.ndarray,
+    orders: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    rare_max: int,
+    k: int,
+    n: int,
+) -> list[np.ndarray]:
+    """Candidate pair keys from group membership: row ``r`` puts account ``idx[r]`` in
+    group ``group_codes[r]`` (codes from 0).
 
     Every pair within groups of at most ``rare_max`` members; in larger groups
-    each member and its next ``k`` members in (sig1, sig2, idx) order and in
-    (sig2, sig1, idx) order. Keys may repeat; the caller removes repeats.
+    each member and its next ``k`` members in each of the accounts' two
+    signature orders (:func:`_signature_orders`). Keys may repeat; the caller
+    removes repeats.
     """
-    if members.height == 0:
+    if len(idx) == 0:
         return []
     # The signatures are the account's, so each order within a group is the
     # order of the accounts' ranks: sort (group, rank) packed in one int64.
-    acc = members.select("idx", "sig1", "sig2").unique("idx")
-    by1 = acc.sort("sig1", "sig2", "idx").get_column("idx").to_numpy().astype(np.int64)
-    by2 = acc.sort("sig2", "sig1", "idx").get_column("idx").to_numpy().astype(np.int64)
-    rank1 = np.zeros(n, dtype=np.int64)
-    rank2 = np.zeros(n, dtype=np.int64)
-    rank1[by1] = np.arange(len(by1))
-    rank2[by2] = np.arange(len(by2))
-    group_codes = (
-        members.select(pl.col("group").rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
-    )
-    idx = members.get_column("idx").to_numpy().astype(np.int64)
+    rank1, by1, rank2, by2 = orders
     group_codes, idx = _sort_in_groups(group_codes, idx, rank1, by1)
     pos, size = _runs(group_codes)
     rare = size <= rare_max
@@ -454,12 +468,13 @@ def _candidates(members: pl.DataFrame, rare_max: int, k: int, n: int) -> list[np
 
 
 def _matrix_entries(
-    tokens: pl.DataFrame, busy: pl.DataFrame | None, n_kinds: int
+    tokens: pl.DataFrame, tok_codes: np.ndarray, busy: pl.DataFrame | None, n_kinds: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Entries (rows, columns, values) of the value matrix, and each kind's number of columns.
 
     Accounts by shared values, weighted ``w = sqrt(idf * share)``: kind ``k``
-    fills a block of columns, one per value in hash order; busy slots (weight 1)
+    fills a block of columns, one per value in hash order (``tok_codes`` numbers
+    each token's value in that order across kinds); busy slots (weight 1)
     fill a last block, kind ``n_kinds``. The arrays are fresh, so the caller
     can let go of ``tokens`` before the matrix is built.
     """
@@ -471,16 +486,16 @@ def _matrix_entries(
     # Columns: each kind's distinct values in hash order. One sort of the
     # hashes numbers them all; a stable sort by kind then counts within kinds.
     k = tokens.get_column("k").to_numpy().astype(np.int64)
-    tok, inverse = np.unique(tokens.get_column("tok").to_numpy(), return_inverse=True)
-    tok_kind = np.zeros(len(tok), dtype=np.int64)
-    tok_kind[inverse] = k
+    n_values = int(tok_codes.max()) + 1 if n_tok else 0
+    tok_kind = np.zeros(n_values, dtype=np.int64)
+    tok_kind[tok_codes] = k
     width = np.bincount(tok_kind, minlength=n_kinds + 1).astype(np.int64)
     by_kind = np.argsort(tok_kind, kind="stable")
-    column = np.empty(len(tok), dtype=np.int64)
-    column[by_kind] = np.arange(len(tok))  # kind blocks in kind order, hash order inside
-    del tok, tok_kind, by_kind, k
-    cols[:n_tok] = column[inverse]
-    del inverse, column
+    column = np.empty(n_values, dtype=np.int64)
+    column[by_kind] = np.arange(n_values)  # kind blocks in kind order, hash order inside
+    del tok_kind, by_kind, k
+    cols[:n_tok] = column[tok_codes]
+    del column
     rows[:n_tok] = tokens.get_column("idx").to_numpy()
     values[:n_tok] = tokens.get_column("w").to_numpy()
     if busy is not None:
@@ -576,9 +591,21 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         (pl.col("tok") ^ pl.lit(0x9E3779B97F4A7C15, pl.UInt64)).hash(seed=1).min().alias("sig1"),
         (pl.col("tok") ^ pl.lit(0xC2B2AE3D27D4EB4F, pl.UInt64)).hash(seed=2).min().alias("sig2"),
     )
-    members = tokens.select(pl.col("tok").alias("group"), "idx").join(sigs, on="idx")
-    cand = _candidates(members, opt.rare_max, opt.neighbours, n_acc)
-    del members
+    sig1 = np.zeros(n_acc, dtype=np.uint64)  # accounts without shared values: 0
+    sig2 = np.zeros(n_acc, dtype=np.uint64)
+    sig1[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig1").to_numpy()
+    sig2[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig2").to_numpy()
+    orders = _signature_orders(sig1, sig2)
+    # Each shared value is a group, numbered in hash order (also the matrix's column order).
+    _, tok_codes = np.unique(tokens.get_column("tok").to_numpy(), return_inverse=True)
+    cand = _candidates(
+        tok_codes,
+        tokens.get_column("idx").to_numpy().astype(np.int64),
+        orders,
+        opt.rare_max,
+        opt.neighbours,
+        n_acc,
+    )
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
     act = evidence.activity.join(index, on="account_id")
@@ -619,12 +646,16 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             )
             for b in range(opt.minhash_bands)
         ]
-        band_members = (
-            pl.concat(band_parts)
-            .join(sigs, on="idx", how="left")
-            .with_columns(pl.col("sig1").fill_null(0), pl.col("sig2").fill_null(0))
+        bands = pl.concat(band_parts)
+        _, band_codes = np.unique(bands.get_column("group").to_numpy(), return_inverse=True)
+        cand += _candidates(
+            band_codes,
+            bands.get_column("idx").to_numpy().astype(np.int64),
+            orders,
+            opt.rare_max,
+            opt.neighbours,
+            n_acc,
         )
-        cand += _candidates(band_members, opt.rare_max, opt.neighbours, n_acc)
 
     # Each candidate pair once, as i * n + j with i < j, in (i, j) order.
     keys = _distinct(np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64))
@@ -635,8 +666,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # columns, and its busy slots in a last block: one pass over the candidate
     # pairs measures every kind of overlap at once.
     sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
-    entries = _matrix_entries(tokens, act_busy if sync_on else None, len(link_kinds))
-    del tokens
+    entries = _matrix_entries(tokens, tok_codes, act_busy if sync_on else None, len(link_kinds))
+    del tokens, tok_codes
     matrix, col_kind = _value_matrix(*entries, n_acc)
     del entries
     sync_col = len(link_kinds)
