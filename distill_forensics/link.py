@@ -362,38 +362,42 @@ def _screen(
     return sync, keep
 
 
-def _runs(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's position in its run of equal ``group`` values, and that run's length."""
-    n = len(group)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    length = np.diff(np.r_[start, n])
-    pos = np.arange(n, dtype=np.int64) - np.repeat(start, length)
-    return pos, np.repeat(length, length)
-
-
 @compiled
 def _next_pairs(
-    idx: np.ndarray, pos: np.ndarray, size: np.ndarray, dmax: int, n: int
+    idx: np.ndarray, group: np.ndarray, dmax: int, n: int, min_size: int, max_size: int
 ) -> np.ndarray:
-    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run.
+    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run,
+    in runs of equal ``group`` of ``min_size`` to ``max_size`` rows.
 
-    Rows are sorted by group; ``pos`` and ``size`` place each row in its run.
-    Pairs of an account with itself are left out.
+    Rows are sorted by group. Pairs of an account with itself are left out.
     """
+    rows = len(idx)
     total = 0
-    for p in range(len(idx)):
-        total += min(dmax, size[p] - pos[p] - 1)
+    start = 0
+    while start < rows:
+        stop = start + 1
+        while stop < rows and group[stop] == group[start]:
+            stop += 1
+        if min_size <= stop - start <= max_size:
+            for p in range(start, stop):
+                total += min(dmax, stop - p - 1)
+        start = stop
     out = np.empty(total, dtype=np.int64)
     m = 0
-    for p in range(len(idx)):
-        a = idx[p]
-        for d in range(1, min(dmax, size[p] - pos[p] - 1) + 1):
-            b = idx[p + d]
-            if a != b:
-                out[m] = min(a, b) * n + max(a, b)
-                m += 1
+    start = 0
+    while start < rows:
+        stop = start + 1
+        while stop < rows and group[stop] == group[start]:
+            stop += 1
+        if min_size <= stop - start <= max_size:
+            for p in range(start, stop):
+                a = idx[p]
+                for q in range(p + 1, min(p + dmax, stop - 1) + 1):
+                    b = idx[q]
+                    if a != b:
+                        out[m] = min(a, b) * n + max(a, b)
+                        m += 1
+        start = stop
     return out[:m]
 
 
@@ -451,19 +455,18 @@ def _candidates(
     # The signatures are the account's, so each order within a group is the
     # order of the accounts' ranks: sort (group, rank) packed in one int64.
     rank1, by1, rank2, by2 = orders
-    group_codes, idx = _sort_in_groups(group_codes, idx, rank1, by1)
-    pos, size = _runs(group_codes)
-    rare = size <= rare_max
-    popular = ~rare
+    group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank1, by1)
     # Neighbours in popular groups repeat across the groups two accounts share:
     # each list is made distinct as it comes, so the repeats are never all held.
+    everyone = len(idx)
     keys = [
-        _distinct(_next_pairs(idx[rare], pos[rare], size[rare], rare_max - 1, n)),
-        _distinct(_next_pairs(idx[popular], pos[popular], size[popular], k, n)),
+        _distinct(_next_pairs(idx_sorted, group_sorted, rare_max - 1, n, 1, rare_max)),
+        _distinct(_next_pairs(idx_sorted, group_sorted, k, n, rare_max + 1, everyone)),
     ]
-    if popular.any():
-        _, idx2 = _sort_in_groups(group_codes[popular], idx[popular], rank2, by2)
-        keys.append(_distinct(_next_pairs(idx2, pos[popular], size[popular], k, n)))
+    if len(keys[1]):
+        del idx_sorted
+        group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank2, by2)
+        keys.append(_distinct(_next_pairs(idx_sorted, group_sorted, k, n, rare_max + 1, everyone)))
     return keys
 
 
