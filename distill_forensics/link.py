@@ -483,8 +483,9 @@ def _matrix_entries(
     """
     n_tok = tokens.height
     total = n_tok + (busy.height if busy is not None else 0)
-    rows = np.empty(total, dtype=np.int64)
-    cols = np.empty(total, dtype=np.int64)
+    # Account numbers are int32 (see ``index``); columns are fewer than entries.
+    rows = np.empty(total, dtype=np.int32)
+    cols = np.empty(total, dtype=np.int32 if total < 2**31 else np.int64)
     values = np.ones(total)
     # Columns: each kind's distinct values in hash order. One sort of the
     # hashes numbers them all; a stable sort by kind then counts within kinds.
