@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from distill_forensics.extract import Evidence
 from distill_forensics.jit import compiled
+from distill_forensics.memory import release_freed_memory
 
 DEFAULT_KIND_WEIGHTS: dict[str, float] = {
     "payment": 1.0,
@@ -816,4 +817,5 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             **out,
         }
     ).sort("a", "b")
+    release_freed_memory()
     return Links(edges=edges, accounts=accounts, value_stats=stats, n_candidates=n_candidates)

@@ -22,7 +22,7 @@ from distill_forensics.extract import (
     SLOT_SECONDS,
     Evidence,
     sketch_count,
-    sketch_union,
+    sketch_union_by,
     slot_span,
 )
 from distill_forensics.link import Links, both_ends
@@ -105,19 +105,14 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
         members,
     )
     # Distinct prompts across the members (a sketch union), so one prompt sent
-    # word for word by many accounts counts once. Grouped on categories (the
-    # templates are categories since extraction), the unions need far less memory.
-    per = (
-        tpl.with_columns(pl.col("cluster_id", "value").cast(pl.Categorical()))
-        .group_by("cluster_id", "value")
-        .agg(
-            pl.col("account_id").n_unique().alias("m"),
-            pl.col("n_requests").sum().alias("req"),
-            sketch_union(pl.col("variants")).alias("_sk"),
-        )
-        .with_columns(
-            pl.col("cluster_id", "value").cast(pl.String), var=sketch_count(pl.col("_sk"))
-        )
+    # word for word by many accounts counts once. An account has one row per
+    # template, so a group's rows are its members.
+    per = sketch_union_by(tpl, ["cluster_id", "value"], "n_requests", "variants").select(
+        "cluster_id",
+        "value",
+        pl.col("n_rows").alias("m"),
+        pl.col("n_requests").alias("req"),
+        var=sketch_count(pl.col("variants")),
     )
     sizes = members.group_by("cluster_id").agg(pl.len().alias("n"))
     per = per.join(sizes, on="cluster_id")

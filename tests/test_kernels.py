@@ -21,6 +21,7 @@ from distill_forensics.extract import (
     _merge_usage,
     _template_usage,
     sketch_union,
+    sketch_union_by,
 )
 from distill_forensics.link import _pair_dots, _pairwise_sum
 from distill_forensics.louvain import louvain_communities
@@ -250,3 +251,41 @@ def test_sketch_of_a_busy_group_keeps_the_smallest_distinct_hashes():
     got = _template_usage(batch, [])
     assert got.get_column("variants").to_list() == [sorted(hashes.tolist())[:32]]
     assert got.get_column("n_requests").to_list() == [600]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["c1", "c2"]),
+            st.sampled_from(["t1", "t2", "t3"]),
+            st.integers(1, 9),
+            st.one_of(st.none(), st.lists(_HASHES, max_size=40, unique=True).map(sorted)),
+        ),
+        max_size=60,
+    )
+)
+def test_sketch_union_by_matches_polars(rows):
+    """Rows per group, summed counts and the union of the rows' sketches, on text keys."""
+    frame = pl.DataFrame(
+        {
+            "cluster_id": [r[0] for r in rows],
+            "value": [r[1] for r in rows],
+            "n_requests": [r[2] for r in rows],
+            "variants": [r[3] for r in rows],
+        },
+        schema={
+            "cluster_id": pl.String(),
+            "value": pl.String(),
+            "n_requests": pl.Int64(),
+            "variants": pl.List(pl.UInt64()),
+        },
+    )
+    keys = ["cluster_id", "value"]
+    got = sketch_union_by(frame, keys, "n_requests", "variants")
+    expected = frame.group_by(keys).agg(
+        pl.len().cast(pl.Int64).alias("n_rows"),
+        pl.col("n_requests").sum(),
+        sketch_union(pl.col("variants")).alias("variants"),
+    )
+    assert_frame_equal(_in_key_order(got, keys), _in_key_order(expected, keys))
