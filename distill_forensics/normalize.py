@@ -5,11 +5,11 @@ spelling of the same address must map to the same text: ``1.2.3.4`` and
 ``::ffff:1.2.3.4``, ``2001:DB8::1`` and ``2001:db8:0:0:0:0:0:1``,
 ``Jane.Doe+x@googlemail.com`` and ``janedoe@gmail.com``.
 
-ASCII IPv4 text is validated and rewritten by one compiled pass over the
-column's bytes. IPv6 text is checked with Python's :mod:`ipaddress`, once per
-distinct value in a batch and joined back, so the cost grows with the number
-of distinct IPv6 addresses, not with the number of rows; text with non-ASCII
-characters goes the same way, with the IPv4 regular expression.
+ASCII IPv4 text, and IPv6 text of hex digits and colons, is validated and
+rewritten by one compiled pass over the column's bytes that follows the rules
+of Python's :mod:`ipaddress`. The rest (IPv6 with an embedded IPv4 address or a
+zone, text with non-ASCII characters) is checked with :mod:`ipaddress` and the
+IPv4 regular expression, once per distinct value in a batch and joined back.
 """
 
 from __future__ import annotations
@@ -73,26 +73,187 @@ def _network_v6(text: str) -> str | None:
     return str(ipaddress.IPv6Network((int(address), IPV6_PREFIX), strict=False))
 
 
-_NULL, _V4, _V6, _OTHER = 0, 1, 2, 3
-"""What :func:`_ipv4_scan` makes of a row: null or invalid, a valid IPv4 address, text
-with a colon (an IPv6 candidate), text with non-ASCII bytes."""
+_NULL, _DONE, _OTHER = 0, 1, 2
+"""What :func:`_ip_scan` makes of a row: null or invalid, rewritten by the compiled pass,
+left to :func:`_ip_series_general` (non-ASCII text, or an IPv6 candidate with characters
+other than hex digits and colons: an embedded IPv4 address, a zone)."""
 
 
 @compiled
-def _ipv4_scan(
+def _is_space(byte: int) -> bool:
+    return byte == 32 or 9 <= byte <= 13
+
+
+@compiled
+def _hex_value(byte: int) -> int:
+    """The value of an ASCII hex digit, -1 for any other byte."""
+    if 48 <= byte <= 57:
+        return byte - 48
+    if 97 <= byte <= 102:
+        return byte - 87
+    if 65 <= byte <= 70:
+        return byte - 55
+    return -1
+
+
+@compiled
+def _put_decimal(out: np.ndarray, pos: int, value: int) -> int:
+    if value >= 100:
+        out[pos] = 48 + value // 100
+        pos += 1
+    if value >= 10:
+        out[pos] = 48 + value // 10 % 10
+        pos += 1
+    out[pos] = 48 + value % 10
+    return pos + 1
+
+
+@compiled
+def _put_hextet(out: np.ndarray, pos: int, value: int) -> int:
+    """``'%x' % value``."""
+    shift = 12
+    while shift > 0 and (value >> shift) == 0:
+        shift -= 4
+    while shift >= 0:
+        digit = (value >> shift) & 15
+        out[pos] = 48 + digit if digit < 10 else 87 + digit
+        pos += 1
+        shift -= 4
+    return pos
+
+
+@compiled
+def _ipv6_parse(data: np.ndarray, lo: int, hi: int, hextets: np.ndarray) -> bool:
+    """Parse hex digits and colons ``data[lo:hi]`` into eight hextets as
+    ``ipaddress.IPv6Address`` does (same rules for ``::``, leading and trailing
+    colons, part counts and hextet lengths); False when it would refuse the text."""
+    starts = np.empty(9, np.int64)
+    stops = np.empty(9, np.int64)
+    n_parts = 0
+    start = lo
+    for q in range(lo, hi + 1):
+        if q == hi or data[q] == 58:
+            if n_parts == 9:  # at most 8 colons
+                return False
+            starts[n_parts] = start
+            stops[n_parts] = q
+            n_parts += 1
+            start = q + 1
+    if n_parts < 3 or hi == lo:
+        return False
+    skip = -1
+    for i in range(1, n_parts - 1):
+        if starts[i] == stops[i]:
+            if skip >= 0:
+                return False  # more than one "::"
+            skip = i
+    if skip >= 0:
+        parts_hi = skip
+        parts_lo = n_parts - skip - 1
+        if starts[0] == stops[0]:
+            parts_hi -= 1
+            if parts_hi:
+                return False
+        if starts[n_parts - 1] == stops[n_parts - 1]:
+            parts_lo -= 1
+            if parts_lo:
+                return False
+        if 8 - (parts_hi + parts_lo) < 1:
+            return False
+    else:
+        if n_parts != 8 or starts[0] == stops[0] or starts[7] == stops[7]:
+            return False
+        parts_hi, parts_lo = 8, 0
+    hextets[:] = 0
+    for i in range(parts_hi + parts_lo):
+        part = i if i < parts_hi else n_parts - parts_lo + (i - parts_hi)
+        slot = i if i < parts_hi else 8 - parts_lo + (i - parts_hi)
+        width = stops[part] - starts[part]
+        if width == 0 or width > 4:
+            return False
+        value = 0
+        for q in range(starts[part], stops[part]):
+            value = value * 16 + _hex_value(data[q])
+        hextets[slot] = value
+    return True
+
+
+@compiled
+def _put_ipv6(hextets: np.ndarray, network: bool, out: np.ndarray, pos: int) -> int:
+    """What ``_canonical_v6`` (or, with ``network``, ``_network_v6``) prints for the
+    parsed address: an IPv4-mapped address as its IPv4 address (or /24), otherwise the
+    RFC 5952 text (of the /48)."""
+    mapped = hextets[5] == 0xFFFF
+    for i in range(5):
+        mapped = mapped and hextets[i] == 0
+    if mapped:
+        pos = _put_decimal(out, pos, hextets[6] >> 8)
+        out[pos] = 46
+        pos = _put_decimal(out, pos + 1, hextets[6] & 255)
+        out[pos] = 46
+        pos = _put_decimal(out, pos + 1, hextets[7] >> 8)
+        out[pos] = 46
+        if network:
+            for c in (48, 47, 50, 52):  # "0/24"
+                pos += 1
+                out[pos] = c
+            return pos + 1
+        return _put_decimal(out, pos + 1, hextets[7] & 255)
+    if network:
+        hextets[3:] = 0
+    # The longest run of zero hextets (the first of equals), if longer than one, is "::".
+    best, best_len, run = -1, 0, 0
+    for i in range(8):
+        run = run + 1 if hextets[i] == 0 else 0
+        if run > best_len:
+            best, best_len = i - run + 1, run
+    if best_len < 2:
+        best, best_len = 8, 0
+    for i in range(best):
+        if i:
+            out[pos] = 58
+            pos += 1
+        pos = _put_hextet(out, pos, hextets[i])
+    if best < 8:
+        out[pos] = 58
+        out[pos + 1] = 58
+        pos += 2
+    for i in range(best + best_len, 8):
+        if i > best + best_len:
+            out[pos] = 58
+            pos += 1
+        pos = _put_hextet(out, pos, hextets[i])
+    if network:
+        for c in (47, 52, 56):  # "/48"
+            out[pos] = c
+            pos += 1
+    return pos
+
+
+@compiled
+def _ip_scan(
     offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, network: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's class, and the canonical text of its IPv4 address or ``a.b.c.0/24`` network.
+    """Each row's class, and the canonical text of its address or network (``a.b.c.0/24``
+    for IPv4, the ``/48`` for IPv6).
 
     Leading and trailing ASCII whitespace is ignored, as ``str.strip_chars`` does;
-    an address is four octets 0-255 without leading zeros, as ``_IPV4`` has it.
+    an IPv4 address is four octets 0-255 without leading zeros, as ``_IPV4`` has it;
+    IPv6 text of hex digits and colons is read and printed as ``ipaddress`` does.
     """
     n = len(offsets) - 1
     status = np.zeros(n, dtype=np.int8)
     out_offsets = np.zeros(n + 1, dtype=np.int64)
+    hextets = np.zeros(8, dtype=np.int64)
     room = 0
     for r in range(n):
-        room += offsets[r + 1] - offsets[r] + 3  # "x.y.z.0/24" outgrows "x.y.z.w" by 3 at most
+        # "x.y.z.0/24" outgrows "x.y.z.w" by 3 at most; IPv6 text (with "/48") takes
+        # at most 42 bytes.
+        room += offsets[r + 1] - offsets[r] + 3
+        for q in range(offsets[r], offsets[r + 1]):
+            if data[q] == 58:
+                room += 42
+                break
     out = np.empty(room, dtype=np.uint8)
     pos = 0
     for r in range(n):
@@ -110,12 +271,20 @@ def _ipv4_scan(
         if other:
             status[r] = _OTHER
             continue
-        while lo < hi and (data[lo] == 32 or 9 <= data[lo] <= 13):
+        while lo < hi and _is_space(data[lo]):
             lo += 1
-        while hi > lo and (data[hi - 1] == 32 or 9 <= data[hi - 1] <= 13):
+        while hi > lo and _is_space(data[hi - 1]):
             hi -= 1
         if colon:
-            status[r] = _V6
+            for q in range(lo, hi):
+                if data[q] != 58 and _hex_value(data[q]) < 0:
+                    other = True
+                    break
+            if other:
+                status[r] = _OTHER
+            elif _ipv6_parse(data, lo, hi, hextets):
+                status[r] = _DONE
+                pos = _put_ipv6(hextets, network, out, pos)
             continue
         octets = 0
         ok = True
@@ -140,7 +309,7 @@ def _ipv4_scan(
                 q += 1
         if not ok or octets != 4:
             continue
-        status[r] = _V4
+        status[r] = _DONE
         stop = last_dot if network else hi
         for q in range(lo, stop):
             out[pos] = data[q]
@@ -154,21 +323,21 @@ def _ipv4_scan(
 
 
 def _ip_series(values: pl.Series, v6: Callable[[str], str | None], *, network: bool) -> pl.Series:
-    """Canonical IP (or network) text for each value: ASCII IPv4 in one compiled pass,
+    """Canonical IP (or network) text for each value: ASCII text in one compiled pass,
     the rest through :func:`_ip_series_general`."""
     offsets, data, valid = string_buffers(values)
-    status, out_offsets, out = _ipv4_scan(offsets, data, valid, network)
+    status, out_offsets, out = _ip_scan(offsets, data, valid, network)
     result = pl.Series(
         values.name,
         pa.LargeStringArray.from_buffers(
             len(status),
             pa.py_buffer(out_offsets),
             pa.py_buffer(out),
-            pa.py_buffer(np.packbits(status == _V4, bitorder="little")),
+            pa.py_buffer(np.packbits(status == _DONE, bitorder="little")),
         ),
         dtype=pl.String,
     )
-    rest = np.flatnonzero(status >= _V6)
+    rest = np.flatnonzero(status == _OTHER)
     if len(rest):
         rows = pl.Series(rest)
         result = result.scatter(rows, _ip_series_general(values.gather(rows), v6, network=network))

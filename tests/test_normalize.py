@@ -163,14 +163,41 @@ _IP_NOISE = st.one_of(
         ),
         _PADS,
     ),
+    # IPv6: hextets of up to five hex digits, some empty (a "::"), padding, zones.
+    st.builds(
+        lambda before, head, hextets, after: before + head + ":".join(hextets) + after,
+        _PADS,
+        st.sampled_from(["", ":", "::", "::ffff:", "0:0:0:0:0:FFFF:"]),
+        st.lists(
+            st.one_of(
+                st.sampled_from(["", "0", "00", "0000", "ffff", "FFFF", "1.2.3.4"]),
+                st.text(alphabet="0123456789abcdefABCDEF", min_size=1, max_size=5),
+            ),
+            max_size=10,
+        ),
+        st.sampled_from(["", ":", "::", "%eth0", "%", "/64", "g"]),
+    ),
+    st.text(alphabet="0123456789aAfF:.% \t", max_size=24),
 )
 
 
+@example(
+    [
+        "0:0:1:0:0:2:0:0",
+        "1:0:0:2:0:0:0:3",
+        "::ffff:102:304",
+        "1:2:3:4:5:6:7::",
+        "1:2:3:4:5:6:7:8:9",
+        ":1:2::3",
+        "00000::1",
+        "::",
+    ]
+)
 @example(["\x1c1.2.3.4", "1.2.3.4.", "1.2.3.4.5", "\xa01.2.3.4", "\t1.2.3.4\x0b", "1..2.3"])
 @settings(max_examples=300)
 @given(st.lists(st.one_of(st.none(), _IP_NOISE), max_size=30))
 def test_ip_compiled_pass_agrees_with_the_general_path(texts: list[str | None]) -> None:
-    """The compiled IPv4 pass gives what the regular expressions and ipaddress give."""
+    """The compiled pass gives what the regular expressions and ipaddress give."""
     values = pl.Series("v", texts, dtype=pl.String)
     for v6, network in ((_canonical_v6, False), (_network_v6, True)):
         expected = _ip_series_general(values, v6, network=network).to_list()
