@@ -448,8 +448,9 @@ def _candidates(
 
     Every pair within groups of at most ``rare_max`` members; in larger groups
     each member and its next ``k`` members in each of the accounts' two
-    signature orders (:func:`_signature_orders`). Keys may repeat; the caller
-    removes repeats.
+    signature orders (:func:`_signature_orders`). Keys number the accounts by
+    their rank in the first order (see :func:`link`). Keys may repeat; the
+    caller removes repeats.
     """
     if len(idx) == 0:
         return []
@@ -457,6 +458,7 @@ def _candidates(
     # order of the accounts' ranks: sort (group, rank) packed in one int64.
     rank1, by1, rank2, by2 = orders
     group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank1, by1)
+    idx_sorted = rank1[idx_sorted]
     # Neighbours in popular groups repeat across the groups two accounts share:
     # each list is made distinct as it comes, so the repeats are never all held.
     everyone = len(idx)
@@ -467,20 +469,26 @@ def _candidates(
     if len(keys[1]):
         del idx_sorted
         group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank2, by2)
+        idx_sorted = rank1[idx_sorted]
         keys.append(_distinct(_next_pairs(idx_sorted, group_sorted, k, n, rare_max + 1, everyone)))
     return keys
 
 
 def _matrix_entries(
-    tokens: pl.DataFrame, tok_codes: np.ndarray, busy: pl.DataFrame | None, n_kinds: int
+    tokens: pl.DataFrame,
+    tok_codes: np.ndarray,
+    busy: pl.DataFrame | None,
+    n_kinds: int,
+    label: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Entries (rows, columns, values) of the value matrix, and each kind's number of columns.
 
     Accounts by shared values, weighted ``w = sqrt(idf * share)``: kind ``k``
     fills a block of columns, one per value in hash order (``tok_codes`` numbers
     each token's value in that order across kinds); busy slots (weight 1)
-    fill a last block, kind ``n_kinds``. The arrays are fresh, so the caller
-    can let go of ``tokens`` before the matrix is built.
+    fill a last block, kind ``n_kinds``. Account ``idx`` is row ``label[idx]``.
+    The arrays are fresh, so the caller can let go of ``tokens`` before the
+    matrix is built.
     """
     n_tok = tokens.height
     total = n_tok + (busy.height if busy is not None else 0)
@@ -501,12 +509,12 @@ def _matrix_entries(
     del tok_kind, by_kind, k
     cols[:n_tok] = column[tok_codes]
     del column
-    rows[:n_tok] = tokens.get_column("idx").to_numpy()
+    rows[:n_tok] = label[tokens.get_column("idx").to_numpy()]
     values[:n_tok] = tokens.get_column("w").to_numpy()
     if busy is not None:
         slots = busy.select(pl.col("slot").rank("dense").cast(pl.Int64) - 1).to_series()
         width[-1] = slots.n_unique()
-        rows[n_tok:] = busy.get_column("idx").to_numpy()
+        rows[n_tok:] = label[busy.get_column("idx").to_numpy()]
         cols[n_tok:] = int(width[:-1].sum()) + slots.to_numpy()
     return rows, cols, values, width
 
@@ -662,7 +670,11 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             n_acc,
         )
 
-    # Each candidate pair once, as i * n + j with i < j, in (i, j) order.
+    # Each candidate pair once, as i * n + j with i < j, in (i, j) order, where
+    # accounts are numbered by their rank in the first signature order: an
+    # account's candidates then sit near it, and so do the rows pair scoring
+    # reads one after another, which keeps them in cache.
+    by1 = orders[1]
     keys = _distinct(np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64))
     del cand
     n_candidates = len(keys)
@@ -671,7 +683,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # columns, and its busy slots in a last block: one pass over the candidate
     # pairs measures every kind of overlap at once.
     sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
-    entries = _matrix_entries(tokens, tok_codes, act_busy if sync_on else None, len(link_kinds))
+    entries = _matrix_entries(
+        tokens, tok_codes, act_busy if sync_on else None, len(link_kinds), orders[0]
+    )
     del tokens, tok_codes
     matrix, col_kind = _value_matrix(*entries, n_acc)
     del entries
@@ -693,6 +707,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         lo[spans.get_column("idx").to_numpy()] = spans.get_column("lo").to_numpy()
         hi[spans.get_column("idx").to_numpy()] = spans.get_column("hi").to_numpy()
     density = deg / np.maximum(1.0, hi - lo + 1.0)
+    ranked = (deg[by1], lo[by1], hi[by1], density[by1])  # by rank, as pairs are scored
 
     # Same org: shared infrastructure is ordinary. Far-apart activity: weaker.
     acc = evidence.accounts.join(index, on="account_id").sort("idx")
@@ -724,12 +739,13 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     )
     kind_weight = np.array([weights[k] for k in link_kinds])
     for start in range(0, n_candidates, _CHUNK):
-        i, j = np.divmod(keys[start : start + _CHUNK], n_acc)
-        # Walk the shorter row of each pair against the longer one's lookup.
-        flip = row_len[i] < row_len[j]
+        ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
+        # Walk the shorter row of each pair against the longer one's lookup
+        # (either way gives the same products, summed in column order).
+        flip = row_len[ri] < row_len[rj]
         flipped = np.flatnonzero(flip)
         order = np.concatenate(
-            [np.flatnonzero(~flip), flipped[np.argsort(j[flipped], kind="stable")]]
+            [np.flatnonzero(~flip), flipped[np.argsort(rj[flipped], kind="stable")]]
         )
         dots = _pair_dots(
             matrix.indptr,
@@ -737,8 +753,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             data,
             col_kind,
             sync_col + 1,
-            np.where(flip, j, i)[order],
-            np.where(flip, i, j)[order],
+            np.where(flip, rj, ri)[order],
+            np.where(flip, ri, rj)[order],
             order,
             where,
         )
@@ -747,17 +763,17 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             kind_weight,
             opt.saturation,
             opt.min_weight,
-            i,
-            j,
-            deg,
-            lo,
-            hi,
-            density,
+            ri,
+            rj,
+            *ranked,
             weights["sync"] if sync_on else 0.0,
             opt.sync_min_overlap,
             opt.sync_min_lift,
         )
-        i, j, dots, sync = i[hopeful], j[hopeful], dots[hopeful], sync[hopeful]
+        dots, sync = dots[hopeful], sync[hopeful]
+        # Back to account numbers, i < j.
+        i, j = by1[ri[hopeful]], by1[rj[hopeful]]
+        i, j = np.minimum(i, j), np.maximum(i, j)
         contrib: dict[str, np.ndarray] = {}
         for col, kind in enumerate(link_kinds):
             contrib[kind] = weights[kind] * (1.0 - np.exp(-dots[:, col] / opt.saturation))
