@@ -280,12 +280,12 @@ def _pair_dots(
     indices: np.ndarray,
     data: np.ndarray,
     col_kind: np.ndarray,
-    n_kinds: int,
     own: np.ndarray,
     walk: np.ndarray,
     row: np.ndarray,
     where: np.ndarray,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
     """Per pair and kind, the dot product of two CSR rows over that kind's columns.
 
     Rows have sorted columns, each kind's columns contiguous. Pairs come
@@ -295,11 +295,14 @@ def _pair_dots(
     ``out[row[p]]`` equals a sparse row product
     (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
     holds one lookup row per block of pairs scored in parallel, all
-    ``len(data) - 1``: ``data`` ends with an extra zero.
+    ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per pair,
+    a column per kind) is reused from chunk to chunk: zeroing it here is cheaper
+    than having the system hand over fresh zeroed pages each time.
     """
     n = len(own)
-    out = np.zeros((n, n_kinds))
     blocks = where.shape[0]
+    for blk in numba.prange(blocks):
+        out[blk * n // blocks : (blk + 1) * n // blocks] = 0.0
     for blk in numba.prange(blocks):
         _dots_range(
             indptr,
@@ -314,7 +317,6 @@ def _pair_dots(
             where[blk],
             out,
         )
-    return out
 
 
 @compiled(parallel=True)
@@ -738,6 +740,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
     )
     kind_weight = np.array([weights[k] for k in link_kinds])
+    dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
         ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
         # Walk the shorter row of each pair against the longer one's lookup
@@ -747,16 +750,17 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         order = np.concatenate(
             [np.flatnonzero(~flip), flipped[np.argsort(rj[flipped], kind="stable")]]
         )
-        dots = _pair_dots(
+        dots = dots_buffer[: len(ri)]
+        _pair_dots(
             matrix.indptr,
             matrix.indices,
             data,
             col_kind,
-            sync_col + 1,
             np.where(flip, rj, ri)[order],
             np.where(flip, ri, rj)[order],
             order,
             where,
+            dots,
         )
         sync, hopeful = _screen(
             dots,

@@ -51,16 +51,18 @@ def test_pair_dots_match_sparse_row_products():
     # Half the pairs walk row i against row j, half the other way round.
     flip = np.arange(len(i)) % 2 == 1
     order = np.concatenate([np.flatnonzero(~flip), np.flatnonzero(flip)])
-    got = _pair_dots(
+    # The output is reused between chunks: what a previous chunk left is cleared.
+    got = np.full((len(i), len(widths)), 7.0)
+    _pair_dots(
         x.indptr.astype(np.int64),
         x.indices.astype(np.int64),
         np.append(x.data, 0.0),
         col_kind,
-        len(widths),
         np.where(flip, j, i)[order],
         np.where(flip, i, j)[order],
         order,
         where,
+        got,
     )
     for k, block in enumerate(blocks):
         expected = np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel()
