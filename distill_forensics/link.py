@@ -404,10 +404,21 @@ def _next_pairs(
     return out[:m]
 
 
+@compiled
+def _squeeze(keys: np.ndarray) -> int:
+    """Move the distinct values of sorted ``keys`` to its front; returns how many there are."""
+    m = 0
+    for t in range(len(keys)):
+        if t == 0 or keys[t] != keys[m - 1]:
+            keys[m] = keys[t]
+            m += 1
+    return m
+
+
 def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The distinct values of ``keys``, sorted (``keys`` is sorted in place)."""
+    """The distinct values of ``keys``, sorted (``keys`` is sorted and overwritten)."""
     keys.sort()
-    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    return keys[: _squeeze(keys)].copy()
 
 
 def _sort_in_groups(

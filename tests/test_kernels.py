@@ -23,8 +23,17 @@ from distill_forensics.extract import (
     sketch_union,
     sketch_union_by,
 )
-from distill_forensics.link import _pair_dots, _pairwise_sum
+from distill_forensics.link import _distinct, _pair_dots, _pairwise_sum
 from distill_forensics.louvain import louvain_communities
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(-5, 5) | st.integers(-(2**63), 2**63 - 1), max_size=60))
+def test_distinct_keys_are_numpys_unique(values):
+    keys = np.array(values, dtype=np.int64)
+    got = _distinct(keys.copy())
+    assert np.array_equal(got, np.unique(keys))
+    assert got.base is None  # a fresh array, not a view holding the repeats
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 127, 128, 129, 300, 1000, 8193])
