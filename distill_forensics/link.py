@@ -421,6 +421,12 @@ def _distinct(keys: np.ndarray) -> np.ndarray:
     return keys[: _squeeze(keys)].copy()
 
 
+def _dense_codes(values: pl.Series) -> np.ndarray:
+    """Each value's number among the distinct values in ascending order, from 0
+    (``np.unique``'s inverse, from polars' parallel sort)."""
+    return (values.rank("dense") - 1).cast(pl.Int64).to_numpy()
+
+
 def _sort_in_groups(
     group: np.ndarray, idx: np.ndarray, rank: np.ndarray, by_rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -623,7 +629,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     sig2[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig2").to_numpy()
     orders = _signature_orders(sig1, sig2)
     # Each shared value is a group, numbered in hash order (also the matrix's column order).
-    _, tok_codes = np.unique(tokens.get_column("tok").to_numpy(), return_inverse=True)
+    tok_codes = _dense_codes(tokens.get_column("tok"))
     cand = _candidates(
         tok_codes,
         tokens.get_column("idx").to_numpy().astype(np.int64),
@@ -673,7 +679,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             for b in range(opt.minhash_bands)
         ]
         bands = pl.concat(band_parts)
-        _, band_codes = np.unique(bands.get_column("group").to_numpy(), return_inverse=True)
+        band_codes = _dense_codes(bands.get_column("group"))
         cand += _candidates(
             band_codes,
             bands.get_column("idx").to_numpy().astype(np.int64),

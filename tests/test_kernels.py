@@ -23,7 +23,7 @@ from distill_forensics.extract import (
     sketch_union,
     sketch_union_by,
 )
-from distill_forensics.link import _distinct, _pair_dots, _pairwise_sum
+from distill_forensics.link import _dense_codes, _distinct, _pair_dots, _pairwise_sum
 from distill_forensics.louvain import louvain_communities
 
 
@@ -34,6 +34,13 @@ def test_distinct_keys_are_numpys_unique(values):
     got = _distinct(keys.copy())
     assert np.array_equal(got, np.unique(keys))
     assert got.base is None  # a fresh array, not a view holding the repeats
+
+
+@given(st.lists(st.integers(0, 5) | st.integers(0, 2**64 - 1), max_size=60))
+def test_dense_codes_are_numpys_unique_inverse(values):
+    hashes = np.array(values, dtype=np.uint64)
+    _, inverse = np.unique(hashes, return_inverse=True)
+    assert np.array_equal(_dense_codes(pl.Series(hashes)), inverse)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 127, 128, 129, 300, 1000, 8193])
