@@ -669,6 +669,8 @@ def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl
         pl.col("last_seen").max(),
     ]
     # Only templates carry prompt sketches; the other kinds skip the list work.
+    # Merges run their group-bys lazily: polars 2.1 hands a collected plan to its
+    # streaming engine, which groups two to three times faster than eager calls.
     is_template = pl.col("kind") == "template"
     templates = usage.filter(is_template)
     offsets, hashes = _list_buffers(templates.get_column("variants"))
@@ -686,9 +688,11 @@ def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl
             merged.with_columns(kind=pl.lit("template", usage.schema["kind"])).select(
                 *group, "n_requests", "first_seen", "last_seen", "variants"
             ),
-            usage.filter(~is_template)
+            usage.lazy()
+            .filter(~is_template)
             .group_by(group)
-            .agg(*seen, pl.lit(None, pl.List(pl.UInt64)).alias("variants")),
+            .agg(*seen, pl.lit(None, pl.List(pl.UInt64)).alias("variants"))
+            .collect(),
         ]
     )
 
@@ -697,10 +701,15 @@ def _merge_accounts(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) ->
     acc = pl.concat(frames, how="diagonal_relaxed")
     fixed = (*ACCOUNT_COUNTERS, *keys, "account_id", "last_seen")
     others = [c for c in acc.columns if c not in fixed]
-    return acc.group_by(*keys, "account_id").agg(
-        *[pl.col(c).sum() for c in ACCOUNT_COUNTERS if c in acc.columns],
-        pl.col("last_seen").max(),
-        *[pl.col(c).min() for c in others],
+    return (
+        acc.lazy()
+        .group_by(*keys, "account_id")
+        .agg(
+            *[pl.col(c).sum() for c in ACCOUNT_COUNTERS if c in acc.columns],
+            pl.col("last_seen").max(),
+            *[pl.col(c).min() for c in others],
+        )
+        .collect()
     )
 
 
@@ -724,8 +733,10 @@ def _merge(parts: Sequence[Parts], keys: Sequence[str] = ()) -> Parts:
         return parts[0]
     activity = (
         pl.concat([p.activity for p in parts])
+        .lazy()
         .group_by("account_id", "slot")
         .agg(pl.col("n").sum().cast(pl.Int32))
+        .collect()
     )
     return Parts(
         _merge_usage([p.usage for p in parts], keys),
