@@ -12,6 +12,7 @@ nightly job can extract each day once and cluster a rolling window later.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -798,12 +799,13 @@ def finish(parts: Parts) -> Evidence:
             )
             .filter(pl.col("value").is_not_null())
         )
-    # Sorted by kind, value, account; one kind at a time, so memory holds the
-    # parts, the sorted result and one kind in between. Each kind is one chunk:
-    # the later stages' filters and joins over hundreds of small chunks held
-    # twice the memory.
-    usage = pl.concat(
-        [
+
+    # Sorted by kind, value, account; two kinds at a time (their polars and
+    # numpy steps overlap), so memory holds the parts, the sorted result and two
+    # kinds in between. Each kind is one chunk: the later stages' filters and
+    # joins over hundreds of small chunks held twice the memory.
+    def sorted_kind(kind: str) -> pl.DataFrame:
+        return (
             tables[kind]
             .with_columns(
                 n_variants=pl.when(pl.col("kind") == "template").then(
@@ -815,11 +817,12 @@ def finish(parts: Parts) -> Evidence:
             .rechunk()
             .pipe(_sorted_by_text, ["value", "account_id"])
             .cast(USAGE_SCHEMA)
-            for kind in sorted(tables)
-        ]
-        or [pl.DataFrame(schema=USAGE_SCHEMA)],
-        rechunk=False,
-    )
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sorted_kinds = list(pool.map(sorted_kind, sorted(tables)))
+    usage = pl.concat(sorted_kinds or [pl.DataFrame(schema=USAGE_SCHEMA)], rechunk=False)
+    del sorted_kinds
     accounts = accounts.select(
         [
             pl.col(c) if c in accounts.columns else pl.lit(None, pl.String).alias(c)
