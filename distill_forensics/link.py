@@ -218,7 +218,7 @@ def _dots_range(
     where: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """``out[row[p], kind]`` for pairs ``lo <= p < hi``.
+    """``out[row[p], kind]`` for pairs ``lo <= p < hi`` (the row is cleared first).
 
     ``where`` maps a column to its entry in the ``own`` row, or to the zero
     after the last entry of ``data`` when the row lacks it; it is all
@@ -239,6 +239,8 @@ def _dots_range(
             current = own[p]
             for q in range(indptr[current], indptr[current + 1]):
                 where[indices[q]] = q
+        r = row[p]
+        out[r, :] = 0.0
         # Only the part of the walked row within the own row's range of
         # columns can match.
         a_lo, a_hi = indptr[current], indptr[current + 1]
@@ -260,7 +262,6 @@ def _dots_range(
             cols[m] = c
             m += prod != 0.0
         # Each kind's products are summed as a sparse row product sums them.
-        r = row[p]
         t = 0
         while t < m:
             kind = col_kind[cols[t]]
@@ -296,13 +297,12 @@ def _pair_dots(
     (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
     holds one lookup row per block of pairs scored in parallel, all
     ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per pair,
-    a column per kind) is reused from chunk to chunk: zeroing it here is cheaper
-    than having the system hand over fresh zeroed pages each time.
+    a column per kind) is reused from chunk to chunk: clearing each row as its
+    pair is scored is cheaper than having the system hand over fresh zeroed
+    pages each time.
     """
     n = len(own)
     blocks = where.shape[0]
-    for blk in numba.prange(blocks):
-        out[blk * n // blocks : (blk + 1) * n // blocks] = 0.0
     for blk in numba.prange(blocks):
         _dots_range(
             indptr,
@@ -428,15 +428,19 @@ def _dense_codes(values: pl.Series) -> np.ndarray:
 
 
 def _sort_in_groups(
-    group: np.ndarray, idx: np.ndarray, rank: np.ndarray, by_rank: np.ndarray
+    group: np.ndarray, idx: np.ndarray, rank: np.ndarray, label: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows sorted by (group, rank of the account): one int64 sort when both fit in one."""
-    bits = max(1, (len(by_rank) - 1).bit_length())
+    """Rows sorted by (group, ``rank`` of the account): each row's group and its account's
+    ``label[rank]`` (the rank itself when ``label`` is None); one int64 sort when both fit
+    in one."""
+    bits = max(1, (len(rank) - 1).bit_length())
     if (int(group.max()) + 1).bit_length() + bits <= 62:
         packed = np.sort((group << bits) | rank[idx])
-        return packed >> bits, by_rank[packed & ((1 << bits) - 1)]
-    order = np.lexsort((rank[idx], group))
-    return group[order], idx[order]
+        group_sorted, ranks = packed >> bits, packed & ((1 << bits) - 1)
+    else:
+        order = np.lexsort((rank[idx], group))
+        group_sorted, ranks = group[order], rank[idx[order]]
+    return group_sorted, ranks if label is None else label[ranks]
 
 
 def _signature_orders(
@@ -475,21 +479,20 @@ def _candidates(
         return []
     # The signatures are the account's, so each order within a group is the
     # order of the accounts' ranks: sort (group, rank) packed in one int64.
-    rank1, by1, rank2, by2 = orders
-    group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank1, by1)
-    idx_sorted = rank1[idx_sorted]
+    rank1, _, rank2, by2 = orders
+    group_sorted, accts = _sort_in_groups(group_codes, idx, rank1, None)
     # Neighbours in popular groups repeat across the groups two accounts share:
     # each list is made distinct as it comes, so the repeats are never all held.
     everyone = len(idx)
     keys = [
-        _distinct(_next_pairs(idx_sorted, group_sorted, rare_max - 1, n, 1, rare_max)),
-        _distinct(_next_pairs(idx_sorted, group_sorted, k, n, rare_max + 1, everyone)),
+        _distinct(_next_pairs(accts, group_sorted, rare_max - 1, n, 1, rare_max)),
+        _distinct(_next_pairs(accts, group_sorted, k, n, rare_max + 1, everyone)),
     ]
     if len(keys[1]):
-        del idx_sorted
-        group_sorted, idx_sorted = _sort_in_groups(group_codes, idx, rank2, by2)
-        idx_sorted = rank1[idx_sorted]
-        keys.append(_distinct(_next_pairs(idx_sorted, group_sorted, k, n, rare_max + 1, everyone)))
+        del accts
+        # The second order's neighbours, still numbered by rank in the first.
+        group_sorted, accts = _sort_in_groups(group_codes, idx, rank2, rank1[by2])
+        keys.append(_distinct(_next_pairs(accts, group_sorted, k, n, rare_max + 1, everyone)))
     return keys
 
 
@@ -511,7 +514,7 @@ def _matrix_entries(
     """
     n_tok = tokens.height
     total = n_tok + (busy.height if busy is not None else 0)
-    # Account numbers are int32 (see ``index``); columns are fewer than entries.
+    # Rows (account ranks) fit in int32 (see ``index``); columns are fewer than entries.
     rows = np.empty(total, dtype=np.int32)
     cols = np.empty(total, dtype=np.int32 if total < 2**31 else np.int64)
     values = np.ones(total)
@@ -860,6 +863,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             }
         )
 
+    del dots_buffer, where, data, matrix, row_len
     columns = ["i", "j", "weight", "n_families", "same_org", *(f"w_{k}" for k in kinds)]
     out = {
         c: np.concatenate([part[c] for part in kept])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 from builders import background, campaign, strangers, write
@@ -203,3 +205,40 @@ def test_account_columns_in_the_logs_and_the_table_join_per_row(tmp_path):
     assert all(
         (e == "x@corp.example") != a.endswith("1") for a, e in emails.items() if e is not None
     )
+
+
+def test_links_do_not_depend_on_how_accounts_are_named(tmp_path):
+    # Linking numbers accounts by name and, while it scores pairs, by signature
+    # rank (ties broken by name): renaming the accounts in reverse order must give
+    # the same links, value for value.
+    ev = _evidence(tmp_path, campaign(30), strangers(60, ip="77.1.1.1"), background(300))
+    names = ev.accounts.get_column("account_id").sort()
+    renamed = pl.DataFrame(
+        {"account_id": names, "new": [f"x{len(names) - i:05d}" for i in range(len(names))]}
+    )
+
+    def rename(frame: pl.DataFrame) -> pl.DataFrame:
+        return (
+            frame.join(renamed, on="account_id")
+            .drop("account_id")
+            .rename({"new": "account_id"})
+            .select(frame.columns)
+        )
+
+    other = replace(
+        ev,
+        usage=rename(ev.usage),
+        activity=rename(ev.activity),
+        accounts=rename(ev.accounts),
+    )
+    back = renamed.select(pl.col("new").alias("x"), pl.col("account_id").alias("orig"))
+    first, second = link(ev).edges, link(other).edges
+    second = (
+        second.join(back.rename({"x": "a", "orig": "oa"}), on="a")
+        .join(back.rename({"x": "b", "orig": "ob"}), on="b")
+        .with_columns(a=pl.min_horizontal("oa", "ob"), b=pl.max_horizontal("oa", "ob"))
+        .select(first.columns)
+        .sort("a", "b")
+    )
+    assert first.height > 100 and first.get_column("w_sync").max() > 0
+    assert first.equals(second)
