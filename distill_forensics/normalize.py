@@ -319,7 +319,9 @@ def _ip_scan(
                 out[pos] = c
                 pos += 1
     out_offsets[n] = pos
-    return status, out_offsets, out[:pos]
+    # The column built on these bytes keeps the whole buffer: trim what IPv6 room
+    # went unused.
+    return status, out_offsets, out[:pos].copy() if pos < len(out) // 2 else out[:pos]
 
 
 def _ip_series(values: pl.Series, v6: Callable[[str], str | None], *, network: bool) -> pl.Series:
