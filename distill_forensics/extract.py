@@ -555,9 +555,10 @@ class _Accumulator:
     """Aggregates batches as they arrive and merges the parts as they pile up.
 
     Each part is split into account shards; a shard's pending parts are merged
-    into it once they outgrow it (and ``MERGE_ROWS / MERGE_SHARDS``), so merging
-    costs about twice the final evidence and never holds more than one shard's
-    worth of intermediate groups.
+    into it once they outgrow it (and a floor near ``MERGE_ROWS / MERGE_SHARDS``,
+    staggered by shard), so merging costs about twice the final evidence and
+    never holds more than one shard's worth of intermediate groups. Freed C-heap
+    pages go back to the system after each merge.
     """
 
     def __init__(self, log_kinds: Sequence[str], by_day: bool, on_rows: RowsRead | None) -> None:
@@ -565,6 +566,12 @@ class _Accumulator:
         self.keys = ["day"] if by_day else []
         self.merged: list[Parts | None] = [None] * MERGE_SHARDS
         self.pending: list[list[Parts]] = [[] for _ in range(MERGE_SHARDS)]
+        # Shards fill at the same pace; smallest merge sizes spread over a doubling
+        # (shard s from 2**(-s/MERGE_SHARDS) of the base) keep their merges apart, so
+        # the shards never all hold a full pending load at once.
+        self.floor = [
+            int(MERGE_ROWS / MERGE_SHARDS * 2 ** (-s / MERGE_SHARDS)) for s in range(MERGE_SHARDS)
+        ]
         self.rows = 0
 
     def add(self, batch: pl.DataFrame) -> None:
@@ -578,13 +585,14 @@ class _Accumulator:
             self.pending[shard].append(piece)
             size = sum(p.usage.height for p in self.pending[shard])
             merged = self.merged[shard]
-            if size >= max(MERGE_ROWS // MERGE_SHARDS, merged.usage.height if merged else 0):
+            if size >= max(self.floor[shard], merged.usage.height if merged else 0):
                 self._merge_pending(shard)
 
     def _merge_pending(self, shard: int) -> None:
         merged = self.merged[shard]
         self.merged[shard] = _merge(([merged] if merged else []) + self.pending[shard], self.keys)
         self.pending[shard] = []
+        release_freed_memory()
 
     def result(self) -> Parts | None:
         for shard in range(MERGE_SHARDS):
