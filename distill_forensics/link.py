@@ -366,6 +366,15 @@ def _screen(
 
 
 @compiled
+def _run_stop(group: np.ndarray, start: int) -> int:
+    """The end of the run of rows equal to ``group[start]``."""
+    stop = start + 1
+    while stop < len(group) and group[stop] == group[start]:
+        stop += 1
+    return stop
+
+
+@compiled
 def _next_pairs(
     idx: np.ndarray, group: np.ndarray, dmax: int, n: int, min_size: int, max_size: int
 ) -> np.ndarray:
@@ -378,9 +387,7 @@ def _next_pairs(
     total = 0
     start = 0
     while start < rows:
-        stop = start + 1
-        while stop < rows and group[stop] == group[start]:
-            stop += 1
+        stop = _run_stop(group, start)
         if min_size <= stop - start <= max_size:
             for p in range(start, stop):
                 total += min(dmax, stop - p - 1)
@@ -389,9 +396,7 @@ def _next_pairs(
     m = 0
     start = 0
     while start < rows:
-        stop = start + 1
-        while stop < rows and group[stop] == group[start]:
-            stop += 1
+        stop = _run_stop(group, start)
         if min_size <= stop - start <= max_size:
             for p in range(start, stop):
                 a = idx[p]
