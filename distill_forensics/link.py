@@ -210,6 +210,9 @@ def _dots_range(
     indices: np.ndarray,
     data: np.ndarray,
     col_kind: np.ndarray,
+    kind_start: np.ndarray,
+    kind_lo: int,
+    kind_hi: int,
     own: np.ndarray,
     walk: np.ndarray,
     row: np.ndarray,
@@ -218,34 +221,39 @@ def _dots_range(
     where: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """``out[row[p], kind]`` for pairs ``lo <= p < hi`` (the row is cleared first).
+    """``out[row[p], kind]`` for pairs ``lo <= p < hi`` and kinds ``kind_lo <= kind < kind_hi``
+    (those entries are cleared first).
 
     ``where`` maps a column to its entry in the ``own`` row, or to the zero
     after the last entry of ``data`` when the row lacks it; it is all
     ``len(data) - 1`` before and after.
     """
     absent = len(data) - 1
+    col_lo, col_hi = kind_start[kind_lo], kind_start[kind_hi]
     longest = 0
     for v in range(len(indptr) - 1):
         longest = max(longest, indptr[v + 1] - indptr[v])
     prods = np.empty(longest + 1)
     cols = np.empty(longest + 1, dtype=np.int64)
     current = -1
+    a_lo = a_hi = 0
     for p in range(lo, hi):
         if own[p] != current:
-            if current >= 0:
-                for q in range(indptr[current], indptr[current + 1]):
-                    where[indices[q]] = absent
+            for q in range(a_lo, a_hi):
+                where[indices[q]] = absent
             current = own[p]
-            for q in range(indptr[current], indptr[current + 1]):
+            # The own row's entries within the kinds' columns.
+            a_lo, a_hi = indptr[current], indptr[current + 1]
+            a_lo += np.searchsorted(indices[a_lo:a_hi], col_lo)
+            a_hi = a_lo + np.searchsorted(indices[a_lo:a_hi], col_hi)
+            for q in range(a_lo, a_hi):
                 where[indices[q]] = q
         r = row[p]
-        out[r, :] = 0.0
-        # Only the part of the walked row within the own row's range of
-        # columns can match.
-        a_lo, a_hi = indptr[current], indptr[current + 1]
+        out[r, kind_lo:kind_hi] = 0.0
         if a_lo == a_hi:
             continue
+        # Only the part of the walked row within those entries' range of
+        # columns can match.
         b_lo, b_hi = indptr[walk[p]], indptr[walk[p] + 1]
         b_lo += np.searchsorted(indices[b_lo:b_hi], indices[a_lo])
         last = indices[a_hi - 1]
@@ -270,9 +278,8 @@ def _dots_range(
                 u += 1
             out[r, kind] = prods[t] + _pairwise_sum(prods, t + 1, u - t - 1)
             t = u
-    if current >= 0:
-        for q in range(indptr[current], indptr[current + 1]):
-            where[indices[q]] = absent
+    for q in range(a_lo, a_hi):
+        where[indices[q]] = absent
 
 
 @compiled(parallel=True)
@@ -281,6 +288,9 @@ def _pair_dots(
     indices: np.ndarray,
     data: np.ndarray,
     col_kind: np.ndarray,
+    kind_start: np.ndarray,
+    kind_lo: int,
+    kind_hi: int,
     own: np.ndarray,
     walk: np.ndarray,
     row: np.ndarray,
@@ -289,17 +299,18 @@ def _pair_dots(
 ) -> None:
     """Per pair and kind, the dot product of two CSR rows over that kind's columns.
 
-    Rows have sorted columns, each kind's columns contiguous. Pairs come
-    grouped by their ``own`` row, which is spread into a column lookup once
-    for the group; the ``walk`` row (the shorter one, ideally) is walked
-    against it. Products are summed as ``np.add.reduceat`` sums them, so
-    ``out[row[p]]`` equals a sparse row product
-    (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
-    holds one lookup row per block of pairs scored in parallel, all
-    ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per pair,
-    a column per kind) is reused from chunk to chunk: clearing each row as its
-    pair is scored is cheaper than having the system hand over fresh zeroed
-    pages each time.
+    Rows have sorted columns, each kind's columns contiguous: kind ``k`` has
+    columns ``kind_start[k]`` to ``kind_start[k + 1]``; kinds ``kind_lo`` to
+    ``kind_hi`` are measured. Pairs come grouped by their ``own`` row, which
+    is spread into a column lookup once for the group; the ``walk`` row (the
+    shorter one, ideally) is walked against it. Products are summed as
+    ``np.add.reduceat`` sums them, so ``out[row[p]]`` equals a sparse row
+    product (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit.
+    ``where`` holds one lookup row per block of pairs scored in parallel, all
+    ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per
+    pair, a column per kind) is reused from chunk to chunk: clearing each
+    row as its pair is scored is cheaper than having the system hand over
+    fresh zeroed pages each time.
     """
     n = len(own)
     blocks = where.shape[0]
@@ -309,6 +320,9 @@ def _pair_dots(
             indices,
             data,
             col_kind,
+            kind_start,
+            kind_lo,
+            kind_hi,
             own,
             walk,
             row,
@@ -320,8 +334,82 @@ def _pair_dots(
 
 
 @compiled(parallel=True)
+def _hopeful(
+    dots: np.ndarray,
+    kind_weight: np.ndarray,
+    kind_family: np.ndarray,
+    kind_strong: np.ndarray,
+    on_dot: float,
+    strong_dot: float,
+    saturation: float,
+    min_weight: float,
+    min_families: int,
+    sync_weight: float,
+) -> np.ndarray:
+    """Whether each pair can still be linked, before lockstep is measured.
+
+    A kind's contribution ``w * (1 - exp(-dot / saturation))`` is at most
+    ``w * min(1, dot / saturation)``; it counts for its family from
+    ``dot >= on_dot`` and is strong from ``dot >= strong_dot``, and the
+    factors applied later only lower it. Lockstep adds at most
+    ``sync_weight`` and one family. Pairs that fall short even so (most
+    candidates) need neither the lockstep measure nor any more work.
+    Thresholds are met with a margin far above rounding, so this never drops
+    a pair that the exact arithmetic would keep.
+    """
+    n = dots.shape[0]
+    n_kinds = len(kind_weight)
+    n_families = 0
+    for k in range(n_kinds):
+        n_families = max(n_families, kind_family[k] + 1)
+    slack = 1.0 - 1e-9
+    keep = np.zeros(n, dtype=np.bool_)
+    for p in numba.prange(n):
+        bound = 0.0
+        strong = False
+        on = 0  # a bit per family
+        for k in range(n_kinds):
+            d = dots[p, k]
+            bound += kind_weight[k] * min(1.0, d / saturation)
+            if d >= on_dot * slack:
+                on |= 1 << kind_family[k]
+                strong = strong or (kind_strong[k] and d >= strong_dot * slack)
+        families = 1 if sync_weight > 0 else 0
+        for f in range(n_families):
+            families += (on >> f) & 1
+        keep[p] = bound + sync_weight + 1e-9 >= min_weight and (strong or families >= min_families)
+    return keep
+
+
+def _hopeful_rule(
+    link_kinds: list[str], opt: LinkOptions, sync_weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float, int, float]:
+    """The arguments of :func:`_hopeful` after the dots, for kinds ``link_kinds`` (in
+    column order) and lockstep weighing ``sync_weight`` (0 when it is not measured)."""
+    family_code: dict[str, int] = {}
+    kind_family = np.array(
+        [family_code.setdefault(FAMILY.get(k, k), len(family_code)) for k in link_kinds],
+        dtype=np.int64,
+    )
+    # A kind counts for its family from a quarter of its weight, and is strong
+    # from 0.8 of it: the dots at which ``w * (1 - exp(-dot / saturation))`` gets there.
+    return (
+        np.array([opt.kind_weights[k] for k in link_kinds]),
+        kind_family,
+        np.array([k in STRONG_KINDS for k in link_kinds]),
+        -opt.saturation * math.log(0.75),
+        -opt.saturation * math.log(0.2),
+        opt.saturation,
+        opt.min_weight,
+        opt.min_families,
+        sync_weight,
+    )
+
+
+@compiled(parallel=True)
 def _screen(
     dots: np.ndarray,
+    maybe: np.ndarray,
     kind_weight: np.ndarray,
     saturation: float,
     min_weight: float,
@@ -335,19 +423,20 @@ def _screen(
     sync_min_overlap: float,
     sync_min_lift: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair's lockstep contribution, and whether the pair can reach ``min_weight`` at all.
+    """Each pair's lockstep contribution, and whether the pair can reach ``min_weight`` at all
+    with it (pairs that :func:`_hopeful` ruled out, ``maybe`` false, are not).
 
-    A kind's contribution ``w * (1 - exp(-dot / saturation))`` is at most
-    ``w * min(1, dot / saturation)``, and the factors applied later only lower
-    it; pairs whose bound falls short (most candidates) need no more work.
-    The lockstep contribution is computed in full, with the operations the
-    array code used, so it is the same to the last bit.
+    The bound on each kind's contribution is :func:`_hopeful`'s. The lockstep
+    contribution is computed in full, with the operations the array code
+    used, so it is the same to the last bit.
     """
     n = dots.shape[0]
     n_kinds = len(kind_weight)
     sync = np.zeros(n)
     keep = np.zeros(n, dtype=np.bool_)
     for p in numba.prange(n):
+        if not maybe[p]:
+            continue
         bound = 0.0
         for k in range(n_kinds):
             bound += kind_weight[k] * min(1.0, dots[p, k] / saturation)
@@ -731,6 +820,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         tokens, tok_codes, act_busy if sync_on else None, len(link_kinds), orders[0]
     )
     del tokens, tok_codes
+    kind_start = np.concatenate([[0], np.cumsum(entries[3])])
     matrix, col_kind = _value_matrix(*entries, n_acc)
     del entries
     sync_col = len(link_kinds)
@@ -785,6 +875,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
     )
     kind_weight = np.array([weights[k] for k in link_kinds])
+    sync_weight = weights["sync"] if sync_on else 0.0
+    rule = _hopeful_rule(link_kinds, opt, sync_weight)
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
         ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
@@ -795,27 +887,35 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         order = np.concatenate(
             [np.flatnonzero(~flip), flipped[np.argsort(rj[flipped], kind="stable")]]
         )
+        own, walk = np.where(flip, rj, ri)[order], np.where(flip, ri, rj)[order]
         dots = dots_buffer[: len(ri)]
-        _pair_dots(
-            matrix.indptr,
-            matrix.indices,
-            data,
-            col_kind,
-            np.where(flip, rj, ri)[order],
-            np.where(flip, ri, rj)[order],
-            order,
-            where,
-            dots,
-        )
+        matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
+        _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
+        maybe = _hopeful(dots, *rule)
+        # Lockstep, the longest part of most rows, only for pairs that can use it.
+        if sync_on:
+            walked = maybe[order]
+            _pair_dots(
+                *matrix_parts,
+                sync_col,
+                sync_col + 1,
+                own[walked],
+                walk[walked],
+                order[walked],
+                where,
+                dots,
+            )
+        del own, walk
         sync, hopeful = _screen(
             dots,
+            maybe,
             kind_weight,
             opt.saturation,
             opt.min_weight,
             ri,
             rj,
             *ranked,
-            weights["sync"] if sync_on else 0.0,
+            sync_weight,
             opt.sync_min_overlap,
             opt.sync_min_lift,
         )

@@ -23,7 +23,18 @@ from distill_forensics.extract import (
     sketch_union,
     sketch_union_by,
 )
-from distill_forensics.link import _dense_codes, _distinct, _pair_dots, _pairwise_sum
+from distill_forensics.link import (
+    DEFAULT_KIND_WEIGHTS,
+    FAMILY,
+    STRONG_KINDS,
+    LinkOptions,
+    _dense_codes,
+    _distinct,
+    _hopeful,
+    _hopeful_rule,
+    _pair_dots,
+    _pairwise_sum,
+)
 from distill_forensics.louvain import louvain_communities
 
 
@@ -67,23 +78,78 @@ def test_pair_dots_match_sparse_row_products():
     # Half the pairs walk row i against row j, half the other way round.
     flip = np.arange(len(i)) % 2 == 1
     order = np.concatenate([np.flatnonzero(~flip), np.flatnonzero(flip)])
+    kind_start = np.concatenate([[0], np.cumsum(widths)])
+    matrix = (x.indptr.astype(np.int64), x.indices.astype(np.int64), np.append(x.data, 0.0))
+    own, walk = np.where(flip, j, i)[order], np.where(flip, i, j)[order]
+    expected = np.stack(
+        [np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel() for block in blocks], axis=1
+    )
     # The output is reused between chunks: what a previous chunk left is cleared.
     got = np.full((len(i), len(widths)), 7.0)
-    _pair_dots(
-        x.indptr.astype(np.int64),
-        x.indices.astype(np.int64),
-        np.append(x.data, 0.0),
-        col_kind,
-        np.where(flip, j, i)[order],
-        np.where(flip, i, j)[order],
-        order,
-        where,
-        got,
-    )
-    for k, block in enumerate(blocks):
-        expected = np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel()
-        assert np.array_equal(got[:, k], expected)
+    _pair_dots(*matrix, col_kind, kind_start, 0, len(widths), own, walk, order, where, got)
+    assert np.array_equal(got, expected)
     assert (where == x.nnz).all()
+    # A range of kinds: only their entries are cleared and written, for the pairs asked.
+    got = np.full((len(i), len(widths)), 7.0)
+    some = np.arange(len(own)) % 3 != 0
+    _pair_dots(*matrix, col_kind, kind_start, 1, 2, own[some], walk[some], order[some], where, got)
+    asked = np.zeros(len(i), dtype=bool)
+    asked[order[some]] = True
+    assert np.array_equal(got[asked, 1], expected[asked, 1])
+    assert (got[~asked, 1] == 7.0).all()
+    assert (got[:, [0, 2]] == 7.0).all()
+    assert (where == x.nnz).all()
+
+
+_KINDS = [k for k in DEFAULT_KIND_WEIGHTS if k != "sync"]
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([1, 2, 3]),
+    st.booleans(),
+)
+def test_hopeful_never_drops_a_pair_that_links(seed, min_families, sync_measured):
+    """Any pair the final rule of :func:`link` keeps (with the time and org factors at
+    their largest, 1) passes the prescreen, whatever lockstep adds."""
+    opt = LinkOptions(min_families=min_families)
+    sync_weight = DEFAULT_KIND_WEIGHTS["sync"] if sync_measured else 0.0
+    rule = _hopeful_rule(_KINDS, opt, sync_weight)
+    on_dot, strong_dot = rule[3], rule[4]
+    rng = np.random.default_rng(seed)
+    n = 4000
+    # Dots at, just below and just above the thresholds, zeros and anything in between.
+    edges = np.array([on_dot, strong_dot])
+    near = edges[rng.integers(0, 2, (n, len(_KINDS)))] * (
+        1 + rng.normal(0, 1e-13, (n, len(_KINDS)))
+    )
+    dots = np.where(
+        rng.random((n, len(_KINDS))) < 0.6,
+        0.0,
+        np.where(rng.random((n, len(_KINDS))) < 0.5, near, rng.random((n, len(_KINDS))) * 0.4),
+    )
+    maybe = _hopeful(np.ascontiguousarray(dots), *rule)
+    w = np.array([DEFAULT_KIND_WEIGHTS[k] for k in _KINDS])
+    contrib = w * (1.0 - np.exp(-dots / opt.saturation))
+    for sync in (np.zeros(n), np.full(n, sync_weight), rng.random(n) * sync_weight):
+        families = {}
+        for col, kind in enumerate(_KINDS):
+            fam = FAMILY.get(kind, kind)
+            families[fam] = families.get(fam, np.zeros(n, dtype=bool)) | (
+                contrib[:, col] >= 0.25 * w[col]
+            )
+        families["sync"] = sync >= 0.25 * DEFAULT_KIND_WEIGHTS["sync"]
+        n_families = np.sum(np.stack(list(families.values())), axis=0)
+        strong = np.zeros(n, dtype=bool)
+        for col, kind in enumerate(_KINDS):
+            if kind in STRONG_KINDS:
+                strong |= contrib[:, col] >= 0.8 * w[col]
+        total = contrib.sum(axis=1) + sync
+        keep = (total >= opt.min_weight) & ((n_families >= min_families) | strong)
+        assert not (keep & ~maybe).any()
+    # And it does rule pairs out: with nothing shared, only lockstep could link a pair.
+    assert not _hopeful(np.zeros((1, len(_KINDS))), *rule)[0] or min_families <= 1
 
 
 @pytest.mark.parametrize("seed", range(5))
