@@ -403,29 +403,36 @@ def reattach(
     )
     if into.height == 0:
         return membership
-    tpl = evidence.usage.filter(pl.col("kind") == "template").select(
-        "account_id", "value", "n_requests"
+    # Template usage streamed from the evidence: only the rows of members and
+    # of candidates are kept, never a copy of every template row.
+    tpl = (
+        evidence.usage.lazy()
+        .filter(pl.col("kind") == "template")
+        .select("account_id", "value", "n_requests")
     )
     sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
     repeated = (
-        tpl.join(membership, on="account_id")
+        tpl.join(membership.lazy(), on="account_id")
         .group_by("cluster_id", "value")
         .agg(pl.len().alias("m"))
-        .join(sizes, on="cluster_id")
+        .join(sizes.lazy(), on="cluster_id")
         .filter(repeated_by_cluster(pl.col("m"), pl.col("n")))
         .select("cluster_id", "value")
+        .collect(engine="streaming")
     )
     prompts = evidence.accounts.select("account_id", "n_prompts")
     conform = (
-        into.join(tpl, on="account_id")
-        .join(repeated, on=["cluster_id", "value"])
+        into.lazy()
+        .join(tpl, on="account_id")
+        .join(repeated.lazy(), on=["cluster_id", "value"])
         .group_by("account_id", "cluster_id")
         .agg(pl.col("n_requests").sum().alias("on_templates"))
-        .join(prompts, on="account_id")
+        .join(prompts.lazy(), on="account_id")
         .filter(
             (pl.col("n_prompts") >= opt.reattach_min_prompts)
             & (pl.col("on_templates") >= opt.reattach_share * pl.col("n_prompts"))
         )
         .select("account_id", "cluster_id")
+        .collect(engine="streaming")
     )
     return pl.concat([membership, conform]).sort("cluster_id", "account_id")
