@@ -171,7 +171,13 @@ def score(
     cols = set(acc.columns)
 
     # Model pivot: first use of a model that appeared after the data began.
-    models = evidence.usage.filter(pl.col("kind") == "model")
+    # Only the columns used: filtering whole usage rows copies their sketches.
+    models = (
+        evidence.usage.lazy()
+        .filter(pl.col("kind") == "model")
+        .select("account_id", "value", "n_requests", "first_seen")
+        .collect()
+    )
     data_start = evidence.accounts.get_column("first_seen").min()
     if models.height and data_start is not None:
         release = models.group_by("value").agg(pl.col("first_seen").min().alias("release"))
