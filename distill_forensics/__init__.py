@@ -13,6 +13,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Before anything loads polars: its allocator reads its options once.
+from distill_forensics.memory import keep_freed_pages
+
+keep_freed_pages()
+
 from distill_forensics.cluster import ClusterOptions, cluster, cluster_id_for
 from distill_forensics.diff import carry_ids, diff_members
 from distill_forensics.errors import DistillForensicsError, InputError

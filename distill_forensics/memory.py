@@ -1,11 +1,31 @@
-"""Handing the memory a stage freed back to the system before the next stage starts."""
+"""When freed memory goes back to the system: between stages, not between batches."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import sys
 from functools import cache
 from typing import Any
+
+POLARS_ALLOCATOR = "dirty_decay_ms:3000,muzzy_decay_ms:3000"
+"""jemalloc options for polars: freed pages are kept for 3 s (polars' own default is 0.5 s)."""
+
+
+def keep_freed_pages() -> None:
+    """Let polars' allocator keep the pages it frees for a few seconds, if polars is not
+    loaded yet and ``_RJEM_MALLOC_CONF`` is not set.
+
+    Streaming extraction frees and allocates batch-sized buffers all the time.
+    With polars' default the pages go back to the system within half a second
+    and the next batch faults them in again: at 16M requests about 5M page
+    faults and 15 s of system time, against about 3.5M and 10 s with this
+    setting, for about 0.2 GB more at the peak. polars reads the variable
+    when it loads (its own options come first, so these win).
+    """
+    if "polars" not in sys.modules:
+        os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_ALLOCATOR)
 
 
 @cache

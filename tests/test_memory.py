@@ -1,0 +1,37 @@
+"""Polars' allocator options are set when the package loads first, and only then."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from distill_forensics.memory import POLARS_ALLOCATOR
+
+_SHOW = "import os; {first}import distill_forensics; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+
+
+def _conf(first: str = "", **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    out = subprocess.run(
+        [sys.executable, "-c", _SHOW.format(first=first)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_the_package_sets_polars_allocator_options_after_polars_own():
+    # polars puts its defaults first and the variable's options after them: ours win.
+    assert _conf().endswith("," + POLARS_ALLOCATOR)
+
+
+def test_a_users_allocator_options_are_kept():
+    assert _conf(_RJEM_MALLOC_CONF="dirty_decay_ms:0").endswith(",dirty_decay_ms:0")
+    assert POLARS_ALLOCATOR not in _conf(_RJEM_MALLOC_CONF="dirty_decay_ms:0")
+
+
+def test_nothing_is_set_once_polars_is_loaded():
+    assert POLARS_ALLOCATOR not in _conf(first="import polars; ")
