@@ -455,6 +455,37 @@ def _screen(
 
 
 @compiled
+def _pairs_by_own(
+    ri: np.ndarray, rj: np.ndarray, row_len: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs grouped by their longer row, ``own``, each with the shorter row it walks
+    (either way gives the same products, summed in column order), and each pair's
+    position in ``ri``/``rj``: a stable counting sort by ``own``.
+
+    One group per row means one spread of its lookup for all of its pairs;
+    with pairs in key order, the rows walked within a group come in ascending
+    order, near each other in memory.
+    """
+    m = len(ri)
+    start = np.zeros(len(row_len) + 1, dtype=np.int64)
+    for p in range(m):
+        start[(rj[p] if row_len[ri[p]] < row_len[rj[p]] else ri[p]) + 1] += 1
+    for v in range(len(row_len)):
+        start[v + 1] += start[v]
+    own = np.empty(m, dtype=np.int64)
+    walk = np.empty(m, dtype=np.int64)
+    order = np.empty(m, dtype=np.int64)
+    for p in range(m):
+        a, b = ri[p], rj[p]
+        if row_len[a] < row_len[b]:
+            a, b = b, a
+        t = start[a]
+        start[a] += 1
+        own[t], walk[t], order[t] = a, b, p
+    return own, walk, order
+
+
+@compiled
 def _run_stop(group: np.ndarray, start: int) -> int:
     """The end of the run of rows equal to ``group[start]``."""
     stop = start + 1
@@ -880,14 +911,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
         ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
-        # Walk the shorter row of each pair against the longer one's lookup
-        # (either way gives the same products, summed in column order).
-        flip = row_len[ri] < row_len[rj]
-        flipped = np.flatnonzero(flip)
-        order = np.concatenate(
-            [np.flatnonzero(~flip), flipped[np.argsort(rj[flipped], kind="stable")]]
-        )
-        own, walk = np.where(flip, rj, ri)[order], np.where(flip, ri, rj)[order]
+        own, walk, order = _pairs_by_own(ri, rj, row_len)
         dots = dots_buffer[: len(ri)]
         matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
         _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
