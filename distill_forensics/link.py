@@ -13,7 +13,8 @@ account is paired with its ``neighbours`` nearest members in MinHash order (the
 sorted-neighbourhood method), so similar accounts meet and the number of pairs
 grows linearly with a value's popularity. Lockstep timing (SynchroTrap,
 CopyCatch) uses the same machinery on MinHash bands of each account's set of
-active 10-minute slots, then measures co-activity exactly for the candidates.
+active 10-minute slots, then measures co-activity exactly for the candidates
+that could still link with it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ class LinkOptions:
     minhash_bands: int = 6
     burst_min: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Linking screens pairs by the most a pair can reach: the factors that
+        # lower a contribution must not raise it.
+        if not 0.0 <= self.same_org_factor <= 1.0:
+            raise ValueError(f"same_org_factor must be within 0 and 1, not {self.same_org_factor}")
+        if self.gap_half_life_days <= 0 or self.saturation <= 0:
+            raise ValueError("gap_half_life_days and saturation must be positive")
 
 
 @dataclass(frozen=True)
@@ -224,9 +233,10 @@ def _dots_range(
     """``out[row[p], kind]`` for pairs ``lo <= p < hi`` and kinds ``kind_lo <= kind < kind_hi``
     (those entries are cleared first).
 
-    ``where`` maps a column to its entry in the ``own`` row, or to the zero
-    after the last entry of ``data`` when the row lacks it; it is all
-    ``len(data) - 1`` before and after.
+    While a group of pairs is scored, ``where`` maps each column of the
+    kinds to its entry in the ``own`` row, or to the zero after the last entry
+    of ``data`` when the row lacks it; it is all ``len(data) - 1`` before and
+    after.
     """
     absent = len(data) - 1
     col_lo, col_hi = kind_start[kind_lo], kind_start[kind_hi]
@@ -301,16 +311,17 @@ def _pair_dots(
 
     Rows have sorted columns, each kind's columns contiguous: kind ``k`` has
     columns ``kind_start[k]`` to ``kind_start[k + 1]``; kinds ``kind_lo`` to
-    ``kind_hi`` are measured. Pairs come grouped by their ``own`` row, which
-    is spread into a column lookup once for the group; the ``walk`` row (the
-    shorter one, ideally) is walked against it. Products are summed as
-    ``np.add.reduceat`` sums them, so ``out[row[p]]`` equals a sparse row
-    product (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit.
-    ``where`` holds one lookup row per block of pairs scored in parallel, all
+    ``kind_hi`` are measured. Pairs come grouped by their ``own`` row, whose
+    entries in those kinds are spread into a column lookup once for the
+    group; the ``walk`` row (the shorter one, see :func:`_pairs_by_own`) is
+    walked against it. Products are summed as ``np.add.reduceat`` sums them,
+    so ``out[row[p], kind]`` equals a sparse row product
+    (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
+    holds one lookup row per block of pairs scored in parallel, all
     ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per
-    pair, a column per kind) is reused from chunk to chunk: clearing each
-    row as its pair is scored is cheaper than having the system hand over
-    fresh zeroed pages each time.
+    pair, a column per kind) is reused from chunk to chunk: clearing the
+    measured entries as each pair is scored is cheaper than having the
+    system hand over fresh zeroed pages each time.
     """
     n = len(own)
     blocks = where.shape[0]
@@ -391,12 +402,14 @@ def _hopeful_rule(
         [family_code.setdefault(FAMILY.get(k, k), len(family_code)) for k in link_kinds],
         dtype=np.int64,
     )
+    if len(family_code) > 63:
+        raise ValueError(f"at most 63 families of link kinds, not {len(family_code)}")
     # A kind counts for its family from a quarter of its weight, and is strong
     # from 0.8 of it: the dots at which ``w * (1 - exp(-dot / saturation))`` gets there.
     return (
         np.array([opt.kind_weights[k] for k in link_kinds]),
         kind_family,
-        np.array([k in STRONG_KINDS for k in link_kinds]),
+        np.array([k in STRONG_KINDS for k in link_kinds], dtype=np.bool_),
         -opt.saturation * math.log(0.75),
         -opt.saturation * math.log(0.2),
         opt.saturation,
@@ -460,28 +473,37 @@ def _pairs_by_own(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs grouped by their longer row, ``own``, each with the shorter row it walks
     (either way gives the same products, summed in column order), and each pair's
-    position in ``ri``/``rj``: a stable counting sort by ``own``.
+    position in ``ri``/``rj``: a stable sort by ``own``.
 
     One group per row means one spread of its lookup for all of its pairs;
     with pairs in key order, the rows walked within a group come in ascending
-    order, near each other in memory.
+    order, near each other in memory. A counting sort over the rows the
+    chunk spans, or a merge sort when they are many more than its pairs.
     """
     m = len(ri)
-    start = np.zeros(len(row_len) + 1, dtype=np.int64)
+    owner = np.empty(m, dtype=np.int64)
+    lo, hi = len(row_len), -1
     for p in range(m):
-        start[(rj[p] if row_len[ri[p]] < row_len[rj[p]] else ri[p]) + 1] += 1
-    for v in range(len(row_len)):
-        start[v + 1] += start[v]
-    own = np.empty(m, dtype=np.int64)
-    walk = np.empty(m, dtype=np.int64)
-    order = np.empty(m, dtype=np.int64)
-    for p in range(m):
-        a, b = ri[p], rj[p]
-        if row_len[a] < row_len[b]:
-            a, b = b, a
-        t = start[a]
-        start[a] += 1
-        own[t], walk[t], order[t] = a, b, p
+        a = rj[p] if row_len[ri[p]] < row_len[rj[p]] else ri[p]
+        owner[p] = a
+        lo, hi = min(lo, a), max(hi, a)
+    if m == 0:
+        lo = hi = 0
+    if hi - lo >= 4 * m + 1024:
+        order = np.argsort(owner, kind="mergesort")
+    else:
+        start = np.zeros(hi - lo + 2, dtype=np.int64)
+        for p in range(m):
+            start[owner[p] - lo + 1] += 1
+        for v in range(hi - lo + 1):
+            start[v + 1] += start[v]
+        order = np.empty(m, dtype=np.int64)
+        for p in range(m):
+            v = owner[p] - lo
+            order[start[v]] = p
+            start[v] += 1
+    own = owner[order]
+    walk = ri[order] + rj[order] - own
     return own, walk, order
 
 
@@ -681,6 +703,35 @@ def _value_matrix(
     return matrix, col_kind
 
 
+def _decide(
+    contrib: dict[str, np.ndarray], kinds: list[str], opt: LinkOptions, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each of ``n`` pairs' weight, number of families of evidence, and whether it links.
+
+    ``contrib`` holds each kind's contribution per pair (kinds missing from it
+    contribute nothing and are added as zeros): a pair links when its weight
+    reaches ``min_weight`` with enough independent families (a kind counts
+    from a quarter of its weight) or one strong kind at 0.8 of its weight.
+    """
+    weights = opt.kind_weights
+    for kind in kinds:
+        contrib.setdefault(kind, np.zeros(n))
+    total = np.zeros(n)
+    for kind in kinds:
+        total += contrib[kind]
+    families: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        fam = FAMILY.get(kind, kind)
+        on = contrib[kind] >= 0.25 * weights[kind]
+        families[fam] = families.get(fam, np.zeros(n, dtype=bool)) | on
+    n_families = np.sum(np.stack(list(families.values())), axis=0) if families else np.zeros(n)
+    strong = np.zeros(n, dtype=bool)
+    for kind in STRONG_KINDS & set(kinds):
+        strong |= contrib[kind] >= 0.8 * weights[kind]
+    keep = (total >= opt.min_weight) & ((n_families >= opt.min_families) | strong)
+    return total, n_families, keep
+
+
 def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     """Build the weighted account graph from the evidence tables."""
     opt = options or LinkOptions()
@@ -845,7 +896,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
 
     # One matrix of every account's shared values, each kind in its own block of
     # columns, and its busy slots in a last block: one pass over the candidate
-    # pairs measures every kind of overlap at once.
+    # pairs measures every kind of shared value, a second the co-activity of
+    # the pairs that can still link.
     sync_on = bool(act_busy.height) and weights.get("sync", 0.0) > 0
     entries = _matrix_entries(
         tokens, tok_codes, act_busy if sync_on else None, len(link_kinds), orders[0]
@@ -905,15 +957,15 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         matrix.nnz,
         dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
     )
-    kind_weight = np.array([weights[k] for k in link_kinds])
     sync_weight = weights["sync"] if sync_on else 0.0
     rule = _hopeful_rule(link_kinds, opt, sync_weight)
+    kind_weight = rule[0]
+    matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
         ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
         own, walk, order = _pairs_by_own(ri, rj, row_len)
         dots = dots_buffer[: len(ri)]
-        matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
         _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
         maybe = _hopeful(dots, *rule)
         # Lockstep, the longest part of most rows, only for pairs that can use it.
@@ -929,7 +981,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
                 where,
                 dots,
             )
-        del own, walk
+        del own, walk, order
         sync, hopeful = _screen(
             dots,
             maybe,
@@ -964,23 +1016,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
                 c *= time_factor
                 c[same_org] *= opt.same_org_factor
 
-        for kind in kinds:
-            contrib.setdefault(kind, np.zeros(len(i)))
-        total = np.zeros(len(i))
-        for kind in kinds:
-            total += contrib[kind]
-        families: dict[str, np.ndarray] = {}
-        for kind in kinds:
-            fam = FAMILY.get(kind, kind)
-            on = contrib[kind] >= 0.25 * weights[kind]
-            families[fam] = families.get(fam, np.zeros(len(i), dtype=bool)) | on
-        n_families = (
-            np.sum(np.stack(list(families.values())), axis=0) if families else np.zeros(len(i))
-        )
-        strong = np.zeros(len(i), dtype=bool)
-        for kind in STRONG_KINDS & set(kinds):
-            strong |= contrib[kind] >= 0.8 * weights[kind]
-        keep = (total >= opt.min_weight) & ((n_families >= opt.min_families) | strong)
+        total, n_families, keep = _decide(contrib, kinds, opt, len(i))
         kept.append(
             {
                 "i": i[keep],
@@ -992,7 +1028,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             }
         )
 
-    del dots_buffer, where, data, matrix, row_len
+    del dots_buffer, where, data, matrix, matrix_parts, row_len
     columns = ["i", "j", "weight", "n_families", "same_org", *(f"w_{k}" for k in kinds)]
     out = {
         c: np.concatenate([part[c] for part in kept])

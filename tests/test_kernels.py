@@ -25,14 +25,14 @@ from distill_forensics.extract import (
 )
 from distill_forensics.link import (
     DEFAULT_KIND_WEIGHTS,
-    FAMILY,
-    STRONG_KINDS,
     LinkOptions,
+    _decide,
     _dense_codes,
     _distinct,
     _hopeful,
     _hopeful_rule,
     _pair_dots,
+    _pairs_by_own,
     _pairwise_sum,
 )
 from distill_forensics.louvain import louvain_communities
@@ -62,24 +62,28 @@ def test_pairwise_sum_matches_numpy_bit_for_bit(n):
     assert values[0] + _pairwise_sum(values, 1, n) == expected
 
 
-def test_pair_dots_match_sparse_row_products():
+@pytest.mark.parametrize("index_type", [np.int32, np.int64])
+def test_pair_dots_match_sparse_row_products(index_type):
     rng = np.random.default_rng(7)
     n_rows, widths = 60, [5, 40, 200]
     blocks = [
         sp.random(n_rows, w, density=d, random_state=rng, format="csr")
         for w, d in zip(widths, [0.3, 0.2, 0.5], strict=True)
     ]
+    # Some rows without entries of the last kind.
+    blocks[2] = (sp.diags((np.arange(n_rows) % 7 != 0).astype(float)) @ blocks[2]).tocsr()
+    blocks[2].eliminate_zeros()
     x = sp.hstack(blocks, format="csr")
     x.sum_duplicates()
     col_kind = np.repeat(np.arange(len(widths)), widths)
     keys = np.unique(rng.integers(0, n_rows * n_rows, 500))
     i, j = np.divmod(keys, n_rows)
-    where = np.full((3, x.shape[1]), x.nnz, dtype=np.int64)
+    where = np.full((3, x.shape[1]), x.nnz, dtype=index_type)
     # Half the pairs walk row i against row j, half the other way round.
     flip = np.arange(len(i)) % 2 == 1
     order = np.concatenate([np.flatnonzero(~flip), np.flatnonzero(flip)])
     kind_start = np.concatenate([[0], np.cumsum(widths)])
-    matrix = (x.indptr.astype(np.int64), x.indices.astype(np.int64), np.append(x.data, 0.0))
+    matrix = (x.indptr.astype(np.int64), x.indices.astype(index_type), np.append(x.data, 0.0))
     own, walk = np.where(flip, j, i)[order], np.where(flip, i, j)[order]
     expected = np.stack(
         [np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel() for block in blocks], axis=1
@@ -89,67 +93,107 @@ def test_pair_dots_match_sparse_row_products():
     _pair_dots(*matrix, col_kind, kind_start, 0, len(widths), own, walk, order, where, got)
     assert np.array_equal(got, expected)
     assert (where == x.nnz).all()
-    # A range of kinds: only their entries are cleared and written, for the pairs asked.
+    # As linking measures them: all kinds but the last, then the last for some pairs.
+    # Only the kinds measured are cleared and written, and only for the pairs asked.
     got = np.full((len(i), len(widths)), 7.0)
+    _pair_dots(*matrix, col_kind, kind_start, 0, 2, own, walk, order, where, got)
+    assert np.array_equal(got[:, :2], expected[:, :2])
+    assert (got[:, 2] == 7.0).all()
     some = np.arange(len(own)) % 3 != 0
-    _pair_dots(*matrix, col_kind, kind_start, 1, 2, own[some], walk[some], order[some], where, got)
+    _pair_dots(*matrix, col_kind, kind_start, 2, 3, own[some], walk[some], order[some], where, got)
     asked = np.zeros(len(i), dtype=bool)
     asked[order[some]] = True
-    assert np.array_equal(got[asked, 1], expected[asked, 1])
-    assert (got[~asked, 1] == 7.0).all()
-    assert (got[:, [0, 2]] == 7.0).all()
+    assert np.array_equal(got[asked, 2], expected[asked, 2])
+    assert (got[~asked, 2] == 7.0).all()
+    assert np.array_equal(got[:, :2], expected[:, :2])
     assert (where == x.nnz).all()
+    # A middle kind alone.
+    got = np.full((len(i), len(widths)), 7.0)
+    _pair_dots(*matrix, col_kind, kind_start, 1, 2, own, walk, order, where, got)
+    assert np.array_equal(got[:, 1], expected[:, 1])
+    assert (got[:, [0, 2]] == 7.0).all()
 
 
-_KINDS = [k for k in DEFAULT_KIND_WEIGHTS if k != "sync"]
+@settings(deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_pairs_by_own_group_each_pair_under_its_longer_row(seed):
+    rng = np.random.default_rng(seed)
+    # Few rows (a counting sort) or many more rows than pairs (a merge sort).
+    n = int(rng.integers(2, 40) if seed % 2 else rng.integers(2000, 6000))
+    row_len = rng.integers(0, 4, n)  # many ties
+    keys = np.unique(rng.integers(0, n * n, int(rng.integers(0, 200))))
+    ri, rj = np.divmod(keys, n)
+    keep = ri < rj
+    ri, rj = ri[keep], rj[keep]
+    own, walk, order = _pairs_by_own(ri, rj, row_len)
+    assert np.array_equal(np.sort(order), np.arange(len(ri)))
+    # The longer row owns the pair; on a tie, the first.
+    flip = row_len[ri] < row_len[rj]
+    assert np.array_equal(own, np.where(flip, rj, ri)[order])
+    assert np.array_equal(walk, np.where(flip, ri, rj)[order])
+    # Grouped by own, pairs in key order within a group.
+    assert (np.diff(own) >= 0).all()
+    same = np.diff(own) == 0
+    assert (np.diff(order)[same] > 0).all()
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=80)
 @given(
     st.integers(0, 2**32 - 1),
-    st.sampled_from([1, 2, 3]),
+    st.sampled_from([0, 1, 2, 3]),
     st.booleans(),
+    st.sampled_from([0.25, 0.5, 1.0]),
+    st.sampled_from([0.3, 0.55, 0.9]),
+    st.sampled_from(["default", "some off", "custom"]),
 )
-def test_hopeful_never_drops_a_pair_that_links(seed, min_families, sync_measured):
-    """Any pair the final rule of :func:`link` keeps (with the time and org factors at
-    their largest, 1) passes the prescreen, whatever lockstep adds."""
-    opt = LinkOptions(min_families=min_families)
-    sync_weight = DEFAULT_KIND_WEIGHTS["sync"] if sync_measured else 0.0
-    rule = _hopeful_rule(_KINDS, opt, sync_weight)
-    on_dot, strong_dot = rule[3], rule[4]
+def test_hopeful_never_drops_a_pair_that_links(
+    seed, min_families, sync_measured, saturation, min_weight, weighing
+):
+    """Any pair that linking's final rule (:func:`_decide`) keeps, with the time and
+    org factors at their largest (1), passes the prescreen, whatever lockstep adds."""
     rng = np.random.default_rng(seed)
-    n = 4000
-    # Dots at, just below and just above the thresholds, zeros and anything in between.
-    edges = np.array([on_dot, strong_dot])
-    near = edges[rng.integers(0, 2, (n, len(_KINDS)))] * (
-        1 + rng.normal(0, 1e-13, (n, len(_KINDS)))
+    weights = dict(DEFAULT_KIND_WEIGHTS)
+    if weighing == "some off":
+        weights.update(ip=0.0, template=0.0)
+    elif weighing == "custom":
+        weights = {k: float(rng.choice([0.0, 0.1, 0.4, 1.0, 2.0])) for k in weights}
+    opt = LinkOptions(
+        kind_weights=weights,
+        min_families=min_families,
+        saturation=saturation,
+        min_weight=min_weight,
     )
+    kinds = sorted(k for k, w in weights.items() if w > 0)
+    link_kinds = [k for k in weights if k != "sync" and weights[k] > 0]
+    sync_weight = weights["sync"] if sync_measured else 0.0
+    rule = _hopeful_rule(link_kinds, opt, sync_weight)
+    on_dot, strong_dot = rule[3], rule[4]
+    n, width = 4000, len(link_kinds)
+    # Dots at, just below and just above the thresholds, zeros and anything in between.
+    marks = np.array([on_dot, strong_dot])
+    near = marks[rng.integers(0, 2, (n, width))] * (1 + rng.normal(0, 1e-13, (n, width)))
     dots = np.where(
-        rng.random((n, len(_KINDS))) < 0.6,
+        rng.random((n, width)) < 0.6,
         0.0,
-        np.where(rng.random((n, len(_KINDS))) < 0.5, near, rng.random((n, len(_KINDS))) * 0.4),
+        np.where(rng.random((n, width)) < 0.5, near, rng.random((n, width)) * saturation),
     )
     maybe = _hopeful(np.ascontiguousarray(dots), *rule)
-    w = np.array([DEFAULT_KIND_WEIGHTS[k] for k in _KINDS])
-    contrib = w * (1.0 - np.exp(-dots / opt.saturation))
+    kept = 0
     for sync in (np.zeros(n), np.full(n, sync_weight), rng.random(n) * sync_weight):
-        families = {}
-        for col, kind in enumerate(_KINDS):
-            fam = FAMILY.get(kind, kind)
-            families[fam] = families.get(fam, np.zeros(n, dtype=bool)) | (
-                contrib[:, col] >= 0.25 * w[col]
-            )
-        families["sync"] = sync >= 0.25 * DEFAULT_KIND_WEIGHTS["sync"]
-        n_families = np.sum(np.stack(list(families.values())), axis=0)
-        strong = np.zeros(n, dtype=bool)
-        for col, kind in enumerate(_KINDS):
-            if kind in STRONG_KINDS:
-                strong |= contrib[:, col] >= 0.8 * w[col]
-        total = contrib.sum(axis=1) + sync
-        keep = (total >= opt.min_weight) & ((n_families >= min_families) | strong)
+        contrib = {
+            kind: weights[kind] * (1.0 - np.exp(-dots[:, col] / saturation))
+            for col, kind in enumerate(link_kinds)
+        }
+        if sync_measured:
+            contrib["sync"] = sync
+        keep = _decide(contrib, kinds, opt, n)[2]
         assert not (keep & ~maybe).any()
+        kept += int(keep.sum())
+    # The pairs linked are not all trivial (random weights may make every link impossible).
+    assert kept > 0 or weighing == "custom"
     # And it does rule pairs out: with nothing shared, only lockstep could link a pair.
-    assert not _hopeful(np.zeros((1, len(_KINDS))), *rule)[0] or min_families <= 1
+    alone = sync_weight + 1e-9 >= min_weight and min_families <= 1
+    assert _hopeful(np.zeros((1, width)), *rule)[0] == alone
 
 
 @pytest.mark.parametrize("seed", range(5))

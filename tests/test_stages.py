@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 from builders import background, campaign, strangers, write
@@ -242,3 +244,35 @@ def test_links_do_not_depend_on_how_accounts_are_named(tmp_path):
     )
     assert first.height > 100 and first.get_column("w_sync").max() > 0
     assert first.equals(second)
+
+
+@pytest.mark.parametrize(
+    ("options", "screens"),
+    [
+        (LinkOptions(), True),
+        # Lockstep alone could link any pair: nothing is ruled out before it is measured.
+        (LinkOptions(min_families=1), False),
+        (LinkOptions(min_families=3, min_weight=0.4), True),
+        (LinkOptions(kind_weights={**LinkOptions().kind_weights, "sync": 0.0}), True),
+    ],
+    ids=["default", "one-family", "three-families", "no-lockstep"],
+)
+def test_the_prescreen_drops_no_link(tmp_path, monkeypatch, options, screens):
+    # Pairs that cannot link skip the lockstep measure and the full rule; letting
+    # every pair through must give the same links, value for value.
+    ev = _evidence(tmp_path, campaign(30), strangers(60, ip="77.1.1.1"), background(300))
+    link_module = sys.modules["distill_forensics.link"]
+    screened = link_module._hopeful
+    ruled_out = []
+
+    def counting(dots, *rule):
+        maybe = screened(dots, *rule)
+        ruled_out.append(int((~maybe).sum()))
+        return maybe
+
+    monkeypatch.setattr(link_module, "_hopeful", counting)
+    first = link(ev, options).edges
+    monkeypatch.setattr(link_module, "_hopeful", lambda dots, *rule: np.ones(len(dots), bool))
+    assert first.equals(link(ev, options).edges)
+    assert first.height > 20
+    assert (sum(ruled_out) > 0) == screens
