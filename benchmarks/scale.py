@@ -32,6 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
+# isort: off
+# The package loads before polars, as it does in the CLI: it sets polars'
+# allocator options (distill_forensics.memory). The floor runs with them too.
+import distill_forensics  # noqa: F401
+
+# isort: on
 import click
 import polars as pl
 
