@@ -405,11 +405,7 @@ def reattach(
         return membership
     # Template usage streamed from the evidence: only the rows of members and
     # of candidates are kept, never a copy of every template row.
-    tpl = (
-        evidence.usage.lazy()
-        .filter(pl.col("kind") == "template")
-        .select("account_id", "value", "n_requests")
-    )
+    tpl = evidence.usage_of("template", "account_id", "value", "n_requests")
     sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
     repeated = (
         tpl.join(membership.lazy(), on="account_id")

@@ -83,6 +83,11 @@ class Evidence:
     def n_accounts(self) -> int:
         return self.accounts.height
 
+    def usage_of(self, kind: str, *columns: str) -> pl.LazyFrame:
+        """The usage rows of one kind with only ``columns``: a lazy plan, so the rows'
+        other columns (sketches among them) are never copied."""
+        return self.usage.lazy().filter(pl.col("kind") == kind).select(*columns)
+
 
 def sketch_union(sketches: pl.Expr) -> pl.Expr:
     """Sketch of the union of sets (aggregation over a column of sketches)."""

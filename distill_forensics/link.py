@@ -356,8 +356,9 @@ def _hopeful(
     min_weight: float,
     min_families: int,
     sync_weight: float,
-) -> np.ndarray:
-    """Whether each pair can still be linked, before lockstep is measured.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each pair can still be linked, before lockstep is measured, and the most
+    its kinds other than lockstep can add up to.
 
     A kind's contribution ``w * (1 - exp(-dot / saturation))`` is at most
     ``w * min(1, dot / saturation)``; it counts for its family from
@@ -375,6 +376,7 @@ def _hopeful(
         n_families = max(n_families, kind_family[k] + 1)
     slack = 1.0 - 1e-9
     keep = np.zeros(n, dtype=np.bool_)
+    most = np.empty(n)
     for p in numba.prange(n):
         bound = 0.0
         strong = False
@@ -388,8 +390,9 @@ def _hopeful(
         families = 1 if sync_weight > 0 else 0
         for f in range(n_families):
             families += (on >> f) & 1
+        most[p] = bound
         keep[p] = bound + sync_weight + 1e-9 >= min_weight and (strong or families >= min_families)
-    return keep
+    return keep, most
 
 
 def _hopeful_rule(
@@ -423,8 +426,7 @@ def _hopeful_rule(
 def _screen(
     dots: np.ndarray,
     maybe: np.ndarray,
-    kind_weight: np.ndarray,
-    saturation: float,
+    most: np.ndarray,
     min_weight: float,
     i: np.ndarray,
     j: np.ndarray,
@@ -439,23 +441,20 @@ def _screen(
     """Each pair's lockstep contribution, and whether the pair can reach ``min_weight`` at all
     with it (pairs that :func:`_hopeful` ruled out, ``maybe`` false, are not).
 
-    The bound on each kind's contribution is :func:`_hopeful`'s. The lockstep
+    ``most`` is :func:`_hopeful`'s bound on the other kinds. The lockstep
     contribution is computed in full, with the operations the array code
     used, so it is the same to the last bit.
     """
     n = dots.shape[0]
-    n_kinds = len(kind_weight)
+    sync_col = dots.shape[1] - 1  # the last column: co-active slots
     sync = np.zeros(n)
     keep = np.zeros(n, dtype=np.bool_)
     for p in numba.prange(n):
         if not maybe[p]:
             continue
-        bound = 0.0
-        for k in range(n_kinds):
-            bound += kind_weight[k] * min(1.0, dots[p, k] / saturation)
         if sync_weight > 0:
             a, b = i[p], j[p]
-            overlap = dots[p, n_kinds]
+            overlap = dots[p, sync_col]
             shared_span = max(1.0, min(hi[a], hi[b]) - max(lo[a], lo[b]) + 1.0)
             expected = density[a] * density[b] * shared_span
             both = deg[a] * deg[b]
@@ -463,7 +462,7 @@ def _screen(
             lift = overlap / expected if expected > 0 else 0.0
             if overlap >= sync_min_overlap and lift >= sync_min_lift:
                 sync[p] = sync_weight * min(1.0, cosine / 0.5)
-        keep[p] = bound + sync[p] + 1e-9 >= min_weight
+        keep[p] = most[p] + sync[p] + 1e-9 >= min_weight
     return sync, keep
 
 
@@ -690,8 +689,9 @@ def _matrix_entries(
 
 def _value_matrix(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, width: np.ndarray, n_acc: int
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The value matrix in compressed rows (int64 row pointers), and each column's kind.
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The value matrix in compressed rows (int64 row pointers), each column's kind, and
+    each kind's first column (one more entry: the number of columns).
 
     Column indices keep scipy's type (int32 unless there are billions of
     columns): pair scoring streams them for every candidate pair.
@@ -700,7 +700,8 @@ def _value_matrix(
     matrix.sum_duplicates()
     matrix.indptr = matrix.indptr.astype(np.int64)
     col_kind = np.repeat(np.arange(len(width), dtype=np.int8), width)
-    return matrix, col_kind
+    kind_start = np.concatenate([[0], np.cumsum(width)]).astype(np.int64)
+    return matrix, col_kind, kind_start
 
 
 def _decide(
@@ -903,8 +904,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         tokens, tok_codes, act_busy if sync_on else None, len(link_kinds), orders[0]
     )
     del tokens, tok_codes
-    kind_start = np.concatenate([[0], np.cumsum(entries[3])])
-    matrix, col_kind = _value_matrix(*entries, n_acc)
+    matrix, col_kind, kind_start = _value_matrix(*entries, n_acc)
     del entries
     sync_col = len(link_kinds)
 
@@ -959,7 +959,6 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     )
     sync_weight = weights["sync"] if sync_on else 0.0
     rule = _hopeful_rule(link_kinds, opt, sync_weight)
-    kind_weight = rule[0]
     matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
@@ -967,7 +966,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         own, walk, order = _pairs_by_own(ri, rj, row_len)
         dots = dots_buffer[: len(ri)]
         _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
-        maybe = _hopeful(dots, *rule)
+        maybe, most = _hopeful(dots, *rule)
         # Lockstep, the longest part of most rows, only for pairs that can use it.
         if sync_on:
             walked = maybe[order]
@@ -985,8 +984,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         sync, hopeful = _screen(
             dots,
             maybe,
-            kind_weight,
-            opt.saturation,
+            most,
             opt.min_weight,
             ri,
             rj,

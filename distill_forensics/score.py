@@ -99,10 +99,7 @@ def _members_rows(rows: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     tpl = _members_rows(
-        evidence.usage.lazy()
-        .filter(pl.col("kind") == "template")
-        .select("account_id", "value", "n_requests", "variants"),
-        members,
+        evidence.usage_of("template", "account_id", "value", "n_requests", "variants"), members
     )
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
@@ -171,13 +168,7 @@ def score(
     cols = set(acc.columns)
 
     # Model pivot: first use of a model that appeared after the data began.
-    # Only the columns used: filtering whole usage rows copies their sketches.
-    models = (
-        evidence.usage.lazy()
-        .filter(pl.col("kind") == "model")
-        .select("account_id", "value", "n_requests", "first_seen")
-        .collect()
-    )
+    models = evidence.usage_of("model", "account_id", "value", "n_requests", "first_seen").collect()
     data_start = evidence.accounts.get_column("first_seen").min()
     if models.height and data_start is not None:
         release = models.group_by("value").agg(pl.col("first_seen").min().alias("release"))

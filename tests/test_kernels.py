@@ -177,7 +177,7 @@ def test_hopeful_never_drops_a_pair_that_links(
         0.0,
         np.where(rng.random((n, width)) < 0.5, near, rng.random((n, width)) * saturation),
     )
-    maybe = _hopeful(np.ascontiguousarray(dots), *rule)
+    maybe, _ = _hopeful(np.ascontiguousarray(dots), *rule)
     kept = 0
     for sync in (np.zeros(n), np.full(n, sync_weight), rng.random(n) * sync_weight):
         contrib = {
@@ -193,7 +193,7 @@ def test_hopeful_never_drops_a_pair_that_links(
     assert kept > 0 or weighing == "custom"
     # And it does rule pairs out: with nothing shared, only lockstep could link a pair.
     alone = sync_weight + 1e-9 >= min_weight and min_families <= 1
-    assert _hopeful(np.zeros((1, width)), *rule)[0] == alone
+    assert _hopeful(np.zeros((1, width)), *rule)[0][0] == alone
 
 
 @pytest.mark.parametrize("seed", range(5))

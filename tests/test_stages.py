@@ -21,6 +21,11 @@ def _evidence(tmp_path, *parts):
     return extract(read_logs([logs], accounts=accounts))
 
 
+def _campaign_evidence(tmp_path):
+    """A campaign in lockstep, strangers behind one address and background traffic."""
+    return _evidence(tmp_path, campaign(30), strangers(60, ip="77.1.1.1"), background(300))
+
+
 def test_template_key_masks_numbers_names_and_fills():
     df = pl.DataFrame(
         {
@@ -213,7 +218,7 @@ def test_links_do_not_depend_on_how_accounts_are_named(tmp_path):
     # Linking numbers accounts by name and, while it scores pairs, by signature
     # rank (ties broken by name): renaming the accounts in reverse order must give
     # the same links, value for value.
-    ev = _evidence(tmp_path, campaign(30), strangers(60, ip="77.1.1.1"), background(300))
+    ev = _campaign_evidence(tmp_path)
     names = ev.accounts.get_column("account_id").sort()
     renamed = pl.DataFrame(
         {"account_id": names, "new": [f"x{len(names) - i:05d}" for i in range(len(names))]}
@@ -260,19 +265,22 @@ def test_links_do_not_depend_on_how_accounts_are_named(tmp_path):
 def test_the_prescreen_drops_no_link(tmp_path, monkeypatch, options, screens):
     # Pairs that cannot link skip the lockstep measure and the full rule; letting
     # every pair through must give the same links, value for value.
-    ev = _evidence(tmp_path, campaign(30), strangers(60, ip="77.1.1.1"), background(300))
+    ev = _campaign_evidence(tmp_path)
     link_module = sys.modules["distill_forensics.link"]
     screened = link_module._hopeful
     ruled_out = []
 
     def counting(dots, *rule):
-        maybe = screened(dots, *rule)
+        maybe, most = screened(dots, *rule)
         ruled_out.append(int((~maybe).sum()))
-        return maybe
+        return maybe, most
+
+    def letting_all_through(dots, *rule):
+        return np.ones(len(dots), dtype=bool), screened(dots, *rule)[1]
 
     monkeypatch.setattr(link_module, "_hopeful", counting)
     first = link(ev, options).edges
-    monkeypatch.setattr(link_module, "_hopeful", lambda dots, *rule: np.ones(len(dots), bool))
+    monkeypatch.setattr(link_module, "_hopeful", letting_all_through)
     assert first.equals(link(ev, options).edges)
     assert first.height > 20
     assert (sum(ruled_out) > 0) == screens
