@@ -23,6 +23,7 @@ from distill_forensics.jit import compiled
 from distill_forensics.memory import release_freed_memory
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
+from distill_forensics.radix import argsort_keys
 from distill_forensics.read import Source
 
 SLOT_SECONDS = 600
@@ -202,7 +203,7 @@ def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np
         key = np.zeros(frame.height, dtype=np.int64)
         for values, size in codes:
             key = key * size + values
-        return key, np.argsort(key)
+        return key, argsort_keys(key)
     # Too wide to pack: number the distinct combinations instead.
     order = np.lexsort([values for values, _ in reversed(codes)])
     stacked = np.stack([values[order] for values, _ in codes])
@@ -897,7 +898,7 @@ def _sorted_by_text(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
         if span >= 1 << 62:
             return frame.sort(by)
         key = key * size + rank
-    return frame[np.argsort(key)]
+    return frame[argsort_keys(key)]
 
 
 def extract(

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from distill_forensics.extract import Evidence
 from distill_forensics.jit import compiled
 from distill_forensics.memory import release_freed_memory
+from distill_forensics.radix import sort_keys
 
 DEFAULT_KIND_WEIGHTS: dict[str, float] = {
     "payment": 1.0,
@@ -562,8 +563,8 @@ def _squeeze(keys: np.ndarray) -> int:
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The distinct values of ``keys``, sorted (``keys`` is sorted and overwritten)."""
-    keys.sort()
+    """The distinct values of ``keys``, sorted (``keys`` is overwritten)."""
+    keys = sort_keys(keys)
     return keys[: _squeeze(keys)].copy()
 
 
@@ -581,7 +582,7 @@ def _sort_in_groups(
     in one."""
     bits = max(1, (len(rank) - 1).bit_length())
     if (int(group.max()) + 1).bit_length() + bits <= 62:
-        packed = np.sort((group << bits) | rank[idx])
+        packed = sort_keys((group << bits) | rank[idx])
         group_sorted, ranks = packed >> bits, packed & ((1 << bits) - 1)
     else:
         order = np.lexsort((rank[idx], group))

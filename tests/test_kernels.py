@@ -36,6 +36,7 @@ from distill_forensics.link import (
     _pairwise_sum,
 )
 from distill_forensics.louvain import louvain_communities
+from distill_forensics.radix import argsort_keys, sort_keys
 
 
 @settings(deadline=None)
@@ -45,6 +46,27 @@ def test_distinct_keys_are_numpys_unique(values):
     got = _distinct(keys.copy())
     assert np.array_equal(got, np.unique(keys))
     assert got.base is None  # a fresh array, not a view holding the repeats
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(-5, 5) | st.integers(-(2**63), 2**63 - 1), max_size=60))
+def test_radix_sorts_are_numpys(values):
+    keys = np.array(values, dtype=np.int64)
+    assert np.array_equal(sort_keys(keys.copy()), np.sort(keys))
+    assert np.array_equal(argsort_keys(keys), np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize(
+    ("n", "high"), [(300_000, 2), (300_000, 2**20), (300_000, 2**40), (200_000, 2**62)]
+)
+def test_radix_sorts_of_many_blocks_are_numpys(n, high):
+    # Enough keys for several blocks counted and moved at once, each width of key
+    # taking a different number of passes; repeats test that equal keys keep order.
+    keys = np.random.default_rng(n + high).integers(0, high, n)
+    order = argsort_keys(keys)
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
+    assert np.array_equal(sort_keys(keys.copy()), np.sort(keys))
+    assert np.array_equal(argsort_keys(keys.astype(np.int32) if high < 2**31 else keys), order)
 
 
 @given(st.lists(st.integers(0, 5) | st.integers(0, 2**64 - 1), max_size=60))
