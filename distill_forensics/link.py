@@ -312,9 +312,9 @@ def _pair_dots(
 
     Rows have sorted columns, each kind's columns contiguous: kind ``k`` has
     columns ``kind_start[k]`` to ``kind_start[k + 1]``; kinds ``kind_lo`` to
-    ``kind_hi`` are measured. Pairs come grouped by their ``own`` row, whose
+    ``kind_hi`` are measured. Pairs come in runs of one ``own`` row, whose
     entries in those kinds are spread into a column lookup once for the
-    group; the ``walk`` row (the shorter one, see :func:`_pairs_by_own`) is
+    run; the ``walk`` row (the shorter one, see :func:`_pairs_by_own`) is
     walked against it. Products are summed as ``np.add.reduceat`` sums them,
     so ``out[row[p], kind]`` equals a sparse row product
     (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
@@ -469,16 +469,19 @@ def _screen(
 
 @compiled
 def _pairs_by_own(
-    ri: np.ndarray, rj: np.ndarray, row_len: np.ndarray
+    ri: np.ndarray, rj: np.ndarray, row_len: np.ndarray, row_tile: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs grouped by their longer row, ``own``, each with the shorter row it walks
-    (either way gives the same products, summed in column order), and each pair's
-    position in ``ri``/``rj``: a stable sort by ``own``.
+    """Pairs grouped by the tile of the shorter row, ``walk``, then by the longer row,
+    ``own``, and each pair's position in ``ri``/``rj``: a stable sort by (tile of
+    ``walk``, ``own``). Either way round gives the same products, summed in column order.
 
-    One group per row means one spread of its lookup for all of its pairs;
-    with pairs in key order, the rows walked within a group come in ascending
-    order, near each other in memory. A counting sort over the rows the
-    chunk spans, or a merge sort when they are many more than its pairs.
+    A tile (``row_tile``, from 0) is a run of rows whose entries fit in the
+    processor's cache: pairs that walk rows of one tile in turn read them from
+    the cache rather than from memory. One group per row and tile means one
+    spread of its lookup for all of those pairs; with pairs in key order, the
+    rows walked within a group come in ascending order. Counting sorts over
+    the tiles and over the rows the chunk spans (a merge sort when the rows are
+    many more than its pairs).
     """
     m = len(ri)
     owner = np.empty(m, dtype=np.int64)
@@ -490,21 +493,37 @@ def _pairs_by_own(
     if m == 0:
         lo = hi = 0
     if hi - lo >= 4 * m + 1024:
-        order = np.argsort(owner, kind="mergesort")
+        by_own = np.argsort(owner, kind="mergesort")
     else:
         start = np.zeros(hi - lo + 2, dtype=np.int64)
         for p in range(m):
             start[owner[p] - lo + 1] += 1
         for v in range(hi - lo + 1):
             start[v + 1] += start[v]
-        order = np.empty(m, dtype=np.int64)
+        by_own = np.empty(m, dtype=np.int64)
         for p in range(m):
             v = owner[p] - lo
-            order[start[v]] = p
+            by_own[start[v]] = p
             start[v] += 1
+    tiles = row_tile[-1] + 1 if len(row_tile) else 1
+    start = np.zeros(tiles + 1, dtype=np.int64)
+    for p in range(m):
+        start[row_tile[ri[p] + rj[p] - owner[p]] + 1] += 1
+    for v in range(tiles):
+        start[v + 1] += start[v]
+    order = np.empty(m, dtype=np.int64)
+    for q in range(m):
+        p = by_own[q]
+        v = row_tile[ri[p] + rj[p] - owner[p]]
+        order[start[v]] = p
+        start[v] += 1
     own = owner[order]
     walk = ri[order] + rj[order] - own
     return own, walk, order
+
+
+_TILE_ENTRIES = 1 << 19
+"""Matrix entries per tile of rows (see :func:`_pairs_by_own`): about 6 MB of columns and values."""
 
 
 @compiled
@@ -952,6 +971,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     kinds = sorted(k for k, w in weights.items() if w > 0)
     kept: list[dict[str, np.ndarray]] = []
     row_len = np.diff(matrix.indptr)
+    row_tile = matrix.indptr[:-1] // _TILE_ENTRIES
     data = np.append(matrix.data, 0.0)
     where = np.full(
         (2 * numba.get_num_threads(), matrix.shape[1]),
@@ -964,7 +984,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
         ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
-        own, walk, order = _pairs_by_own(ri, rj, row_len)
+        own, walk, order = _pairs_by_own(ri, rj, row_len, row_tile)
         dots = dots_buffer[: len(ri)]
         _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
         maybe, most = _hopeful(dots, *rule)

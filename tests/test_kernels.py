@@ -143,19 +143,22 @@ def test_pairs_by_own_group_each_pair_under_its_longer_row(seed):
     # Few rows (a counting sort) or many more rows than pairs (a merge sort).
     n = int(rng.integers(2, 40) if seed % 2 else rng.integers(2000, 6000))
     row_len = rng.integers(0, 4, n)  # many ties
+    row_tile = np.cumsum(rng.random(n) < 0.2) - 1
+    row_tile -= row_tile[0]  # tiles from 0, ascending with the rows
     keys = np.unique(rng.integers(0, n * n, int(rng.integers(0, 200))))
     ri, rj = np.divmod(keys, n)
     keep = ri < rj
     ri, rj = ri[keep], rj[keep]
-    own, walk, order = _pairs_by_own(ri, rj, row_len)
+    own, walk, order = _pairs_by_own(ri, rj, row_len, row_tile)
     assert np.array_equal(np.sort(order), np.arange(len(ri)))
     # The longer row owns the pair; on a tie, the first.
     flip = row_len[ri] < row_len[rj]
     assert np.array_equal(own, np.where(flip, rj, ri)[order])
     assert np.array_equal(walk, np.where(flip, ri, rj)[order])
-    # Grouped by own, pairs in key order within a group.
-    assert (np.diff(own) >= 0).all()
-    same = np.diff(own) == 0
+    # Grouped by the walked row's tile, then by own; pairs in key order within a group.
+    group = row_tile[walk] * n + own
+    assert (np.diff(group) >= 0).all()
+    same = np.diff(group) == 0
     assert (np.diff(order)[same] > 0).all()
 
 
