@@ -234,16 +234,18 @@ def _dots_range(
     """``out[row[p], kind]`` for pairs ``lo <= p < hi`` and kinds ``kind_lo <= kind < kind_hi``
     (those entries are cleared first).
 
-    While a group of pairs is scored, ``where`` maps each column of the
-    kinds to its entry in the ``own`` row, or to the zero after the last entry
-    of ``data`` when the row lacks it; it is all ``len(data) - 1`` before and
-    after.
+    While a run of pairs with one ``own`` row is scored, the row's values in
+    the kinds are copied to ``mine[1:]`` and ``where`` maps each of its columns
+    to its place there; every other column maps to ``mine[0]``, a zero.
+    ``where`` is all zeros before and after, and small enough (16 bits per
+    column when rows are shorter than 65,535 entries) to stay in the cache
+    while rows are walked against it.
     """
-    absent = len(data) - 1
     col_lo, col_hi = kind_start[kind_lo], kind_start[kind_hi]
     longest = 0
     for v in range(len(indptr) - 1):
         longest = max(longest, indptr[v + 1] - indptr[v])
+    mine = np.zeros(longest + 1)
     prods = np.empty(longest + 1)
     cols = np.empty(longest + 1, dtype=np.int64)
     current = -1
@@ -251,14 +253,15 @@ def _dots_range(
     for p in range(lo, hi):
         if own[p] != current:
             for q in range(a_lo, a_hi):
-                where[indices[q]] = absent
+                where[indices[q]] = 0
             current = own[p]
             # The own row's entries within the kinds' columns.
             a_lo, a_hi = indptr[current], indptr[current + 1]
             a_lo += np.searchsorted(indices[a_lo:a_hi], col_lo)
             a_hi = a_lo + np.searchsorted(indices[a_lo:a_hi], col_hi)
             for q in range(a_lo, a_hi):
-                where[indices[q]] = q
+                where[indices[q]] = q - a_lo + 1
+                mine[q - a_lo + 1] = data[q]
         r = row[p]
         out[r, kind_lo:kind_hi] = 0.0
         if a_lo == a_hi:
@@ -276,7 +279,7 @@ def _dots_range(
             c = indices[b]
             if c > last:
                 break
-            prod = data[where[c]] * data[b]
+            prod = mine[where[c]] * data[b]
             prods[m] = prod
             cols[m] = c
             m += prod != 0.0
@@ -290,7 +293,7 @@ def _dots_range(
             out[r, kind] = prods[t] + _pairwise_sum(prods, t + 1, u - t - 1)
             t = u
     for q in range(a_lo, a_hi):
-        where[indices[q]] = absent
+        where[indices[q]] = 0
 
 
 @compiled(parallel=True)
@@ -318,8 +321,8 @@ def _pair_dots(
     walked against it. Products are summed as ``np.add.reduceat`` sums them,
     so ``out[row[p], kind]`` equals a sparse row product
     (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
-    holds one lookup row per block of pairs scored in parallel, all
-    ``len(data) - 1``: ``data`` ends with an extra zero. ``out`` (a row per
+    holds one lookup row per block of pairs scored in parallel, all zeros
+    (see :func:`_dots_range`). ``out`` (a row per
     pair, a column per kind) is reused from chunk to chunk: clearing the
     measured entries as each pair is scored is cheaper than having the
     system hand over fresh zeroed pages each time.
@@ -972,11 +975,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     kept: list[dict[str, np.ndarray]] = []
     row_len = np.diff(matrix.indptr)
     row_tile = matrix.indptr[:-1] // _TILE_ENTRIES
-    data = np.append(matrix.data, 0.0)
-    where = np.full(
+    data = matrix.data
+    where = np.zeros(
         (2 * numba.get_num_threads(), matrix.shape[1]),
-        matrix.nnz,
-        dtype=np.int32 if matrix.nnz < 2**31 - 1 else np.int64,
+        dtype=np.uint16 if row_len.max(initial=0) < 2**16 - 1 else np.int64,
     )
     sync_weight = weights["sync"] if sync_on else 0.0
     rule = _hopeful_rule(link_kinds, opt, sync_weight)
