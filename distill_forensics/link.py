@@ -787,6 +787,16 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     stats = stats.with_columns(
         idf=((pl.lit(float(max(n_acc, 3))) / pl.col("n_accounts")).log() / idf_den).clip(0.0, 1.0)
     )
+    # Two strangers signing up in the same hour is a coincidence, not a burst:
+    # signup-time values count only once several accounts share them. Each
+    # shared value is hashed once, here, rather than for each account using it.
+    min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
+    shared = stats.filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n)).select(
+        "kind",
+        "value",
+        "idf",
+        _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
+    )
     # How central a value is to an account: its share of the account's requests
     # (of its prompts, for templates). Account-level values (card, email,
     # signup) are the whole account. A value an account touched once counts
@@ -796,12 +806,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         pl.col("n_requests").cast(pl.Float64).alias("_total"),
         pl.col("n_prompts").cast(pl.Float64).alias("_prompts"),
     )
-    # Two strangers signing up in the same hour is a coincidence, not a burst:
-    # signup-time values count only once several accounts share them.
-    min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
     tokens = (
-        usage.join(stats.lazy(), on=["kind", "value"])
-        .filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n))
+        usage.join(shared.lazy(), on=["kind", "value"])
         .join(totals.lazy(), on="idx")
         .with_columns(
             share=pl.when(pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)))
@@ -815,10 +821,11 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int8).alias("k"),
             "idx",
             (pl.col("idf") * pl.col("share")).sqrt().alias("w"),
-            _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
+            "tok",
         )
         .collect(engine="streaming")
     )
+    del shared
 
     # MinHash signatures of each account's set of shared values: accounts that
     # share many values get equal signatures and sit next to each other. (Group-bys
