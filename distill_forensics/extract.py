@@ -795,9 +795,10 @@ def finish(parts: Parts) -> Evidence:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
     # Log kinds stay categories until sorted (see _sorted_by_text).
+    log_kinds = usage_logs.get_column("kind").value_counts().cast({"kind": pl.String})
+    size = dict(log_kinds.iter_rows())
     tables: dict[str, pl.LazyFrame] = {
-        kind: usage_logs.lazy().filter(pl.col("kind") == kind)
-        for kind in usage_logs.get_column("kind").unique().cast(pl.String).to_list()
+        kind: usage_logs.lazy().filter(pl.col("kind") == kind) for kind in size
     }
     for kind in acct_kinds:
         tables[kind] = (
@@ -833,8 +834,16 @@ def finish(parts: Parts) -> Evidence:
             .cast(USAGE_SCHEMA)
         )
 
+    # The activity table is sorted beside them; the largest tables go first, so the
+    # two threads finish together.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        sorted_kinds = list(pool.map(sorted_kind, sorted(tables)))
+        activity = pool.submit(_sorted_by_text, parts.activity.rechunk(), ["account_id", "slot"])
+        pending = {
+            kind: pool.submit(sorted_kind, kind)
+            for kind in sorted(tables, key=lambda k: (-size.get(k, accounts.height), k))
+        }
+        sorted_kinds = [pending[kind].result() for kind in sorted(tables)]
+        del pending
     usage = pl.concat(sorted_kinds or [pl.DataFrame(schema=USAGE_SCHEMA)], rechunk=False)
     del sorted_kinds
     accounts = accounts.select(
@@ -848,7 +857,7 @@ def finish(parts: Parts) -> Evidence:
     rows = int(counts.pop("rows", 0))
     return Evidence(
         usage=usage,
-        activity=_sorted_by_text(parts.activity.rechunk(), ["account_id", "slot"]),
+        activity=activity.result(),
         accounts=accounts.sort("account_id"),
         rows=rows,
         malformed={k: v for k, v in counts.items() if v},
