@@ -797,6 +797,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         "idf",
         _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
     )
+    # Each shared value is a group, numbered in hash order (also the matrix's column
+    # order): numbered here, once per value.
+    shared = shared.with_columns(code=pl.Series(_dense_codes(shared.get_column("tok"))))
     # How central a value is to an account: its share of the account's requests
     # (of its prompts, for templates). Account-level values (card, email,
     # signup) are the whole account. A value an account touched once counts
@@ -822,6 +825,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
             "idx",
             (pl.col("idf") * pl.col("share")).sqrt().alias("w"),
             "tok",
+            "code",
         )
         .collect(engine="streaming")
     )
@@ -850,8 +854,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     sig1[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig1").to_numpy()
     sig2[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig2").to_numpy()
     orders = _signature_orders(sig1, sig2)
-    # Each shared value is a group, numbered in hash order (also the matrix's column order).
-    tok_codes = _dense_codes(tokens.get_column("tok"))
+    tok_codes = tokens.get_column("code").to_numpy()
     cand = _candidates(
         tok_codes,
         tokens.get_column("idx").to_numpy().astype(np.int64),
