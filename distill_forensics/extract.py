@@ -795,8 +795,7 @@ def finish(parts: Parts) -> Evidence:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
     # Log kinds stay categories until sorted (see _sorted_by_text).
-    log_kinds = usage_logs.get_column("kind").value_counts().cast({"kind": pl.String})
-    size = dict(log_kinds.iter_rows())
+    size = dict(usage_logs.get_column("kind").value_counts().cast({"kind": pl.String}).iter_rows())
     tables: dict[str, pl.LazyFrame] = {
         kind: usage_logs.lazy().filter(pl.col("kind") == kind) for kind in size
     }

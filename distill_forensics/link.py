@@ -471,6 +471,22 @@ def _screen(
 
 
 @compiled
+def _stable_by(key: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
+    """The positions ``order`` stably sorted by ``key[position]`` (``0 <= key < size``):
+    a counting sort."""
+    start = np.zeros(size + 1, dtype=np.int64)
+    for p in order:
+        start[key[p] + 1] += 1
+    for v in range(size):
+        start[v + 1] += start[v]
+    out = np.empty(len(order), dtype=np.int64)
+    for p in order:
+        out[start[key[p]]] = p
+        start[key[p]] += 1
+    return out
+
+
+@compiled
 def _pairs_by_own(
     ri: np.ndarray, rj: np.ndarray, row_len: np.ndarray, row_tile: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -498,28 +514,9 @@ def _pairs_by_own(
     if hi - lo >= 4 * m + 1024:
         by_own = np.argsort(owner, kind="mergesort")
     else:
-        start = np.zeros(hi - lo + 2, dtype=np.int64)
-        for p in range(m):
-            start[owner[p] - lo + 1] += 1
-        for v in range(hi - lo + 1):
-            start[v + 1] += start[v]
-        by_own = np.empty(m, dtype=np.int64)
-        for p in range(m):
-            v = owner[p] - lo
-            by_own[start[v]] = p
-            start[v] += 1
+        by_own = _stable_by(owner - lo, np.arange(m), hi - lo + 1)
     tiles = row_tile[-1] + 1 if len(row_tile) else 1
-    start = np.zeros(tiles + 1, dtype=np.int64)
-    for p in range(m):
-        start[row_tile[ri[p] + rj[p] - owner[p]] + 1] += 1
-    for v in range(tiles):
-        start[v + 1] += start[v]
-    order = np.empty(m, dtype=np.int64)
-    for q in range(m):
-        p = by_own[q]
-        v = row_tile[ri[p] + rj[p] - owner[p]]
-        order[start[v]] = p
-        start[v] += 1
+    order = _stable_by(row_tile[ri + rj - owner], by_own, tiles)
     own = owner[order]
     walk = ri[order] + rj[order] - own
     return own, walk, order
@@ -791,14 +788,14 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # signup-time values count only once several accounts share them. Each
     # shared value is hashed once, here, rather than for each account using it.
     min_n = pl.when(pl.col("kind").is_in(list(BURST_KINDS))).then(opt.burst_min).otherwise(2)
+    # Each shared value is a group, numbered in hash order (also the matrix's column
+    # order): numbered here, once per value.
     shared = stats.filter((pl.col("n_accounts") >= min_n) & (pl.col("n_accounts") <= max_n)).select(
         "kind",
         "value",
         "idf",
         _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
     )
-    # Each shared value is a group, numbered in hash order (also the matrix's column
-    # order): numbered here, once per value.
     shared = shared.with_columns(code=pl.Series(_dense_codes(shared.get_column("tok"))))
     # How central a value is to an account: its share of the account's requests
     # (of its prompts, for templates). Account-level values (card, email,
