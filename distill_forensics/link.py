@@ -527,47 +527,114 @@ _TILE_ENTRIES = 1 << 19
 
 
 @compiled
-def _run_stop(group: np.ndarray, start: int) -> int:
-    """The end of the run of rows equal to ``group[start]``."""
+def _run_stop(keys: np.ndarray, shift: int, start: int) -> int:
+    """The end of the run of rows whose ``keys >> shift`` equals row ``start``'s."""
+    group = keys[start] >> shift
     stop = start + 1
-    while stop < len(group) and group[stop] == group[start]:
+    while stop < len(keys) and keys[stop] >> shift == group:
         stop += 1
     return stop
 
 
 @compiled
-def _next_pairs(
-    idx: np.ndarray, group: np.ndarray, dmax: int, n: int, min_size: int, max_size: int
-) -> np.ndarray:
-    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run,
-    in runs of equal ``group`` of ``min_size`` to ``max_size`` rows.
-
-    Rows are sorted by group. Pairs of an account with itself are left out.
-    """
-    rows = len(idx)
-    total = 0
-    start = 0
-    while start < rows:
-        stop = _run_stop(group, start)
-        if min_size <= stop - start <= max_size:
-            for p in range(start, stop):
-                total += min(dmax, stop - p - 1)
-        start = stop
-    out = np.empty(total, dtype=np.int64)
+def _run_pairs(
+    keys: np.ndarray,
+    shift: int,
+    accts: np.ndarray,
+    mask: int,
+    label: np.ndarray,
+    lo: int,
+    hi: int,
+    dmax: int,
+    n: int,
+    min_size: int,
+    max_size: int,
+    out: np.ndarray,
+) -> int:
+    """The pairs of :func:`_next_pairs` of the runs starting in rows ``lo`` to ``hi``, written
+    to ``out`` (only counted when it is empty); returns how many there are."""
     m = 0
-    start = 0
-    while start < rows:
-        stop = _run_stop(group, start)
+    start = lo
+    while start < hi:
+        stop = _run_stop(keys, shift, start)
         if min_size <= stop - start <= max_size:
             for p in range(start, stop):
-                a = idx[p]
+                a = label[accts[p] & mask]
                 for q in range(p + 1, min(p + dmax, stop - 1) + 1):
-                    b = idx[q]
+                    b = label[accts[q] & mask]
                     if a != b:
-                        out[m] = min(a, b) * n + max(a, b)
+                        if len(out):
+                            out[m] = min(a, b) * n + max(a, b)
                         m += 1
         start = stop
-    return out[:m]
+    return m
+
+
+@compiled(parallel=True)
+def _next_pairs(
+    keys: np.ndarray,
+    shift: int,
+    accts: np.ndarray,
+    mask: int,
+    label: np.ndarray,
+    dmax: int,
+    n: int,
+    min_size: int,
+    max_size: int,
+    blocks: int,
+) -> np.ndarray:
+    """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run, in
+    runs of equal group of ``min_size`` to ``max_size`` rows; the same pair may repeat.
+
+    Rows are sorted by group, ``keys[r] >> shift`` (a group number), and row ``r``'s
+    account is ``label[accts[r] & mask]``; both can be one packed array. Pairs of
+    an account with itself are left out. Runs are shared out among the threads in
+    ``blocks`` blocks of rows: each block counts its pairs, then writes them at its
+    offset.
+    """
+    rows = len(keys)
+    # Block edges moved forward to the start of a run, so each run is one block's.
+    edge = np.empty(blocks + 1, dtype=np.int64)
+    for blk in range(blocks + 1):
+        at = blk * rows // blocks
+        while 0 < at < rows and keys[at] >> shift == keys[at - 1] >> shift:
+            at += 1
+        edge[blk] = at
+    count = np.zeros(blocks + 1, dtype=np.int64)
+    nothing = np.empty(0, dtype=np.int64)
+    for blk in numba.prange(blocks):
+        count[blk + 1] = _run_pairs(
+            keys,
+            shift,
+            accts,
+            mask,
+            label,
+            edge[blk],
+            edge[blk + 1],
+            dmax,
+            n,
+            min_size,
+            max_size,
+            nothing,
+        )
+    offset = np.cumsum(count)
+    out = np.empty(offset[-1], dtype=np.int64)
+    for blk in numba.prange(blocks):
+        _run_pairs(
+            keys,
+            shift,
+            accts,
+            mask,
+            label,
+            edge[blk],
+            edge[blk + 1],
+            dmax,
+            n,
+            min_size,
+            max_size,
+            out[offset[blk] : offset[blk + 1]],
+        )
+    return out
 
 
 @compiled
@@ -594,19 +661,17 @@ def _dense_codes(values: pl.Series) -> np.ndarray:
 
 
 def _sort_in_groups(
-    group: np.ndarray, idx: np.ndarray, rank: np.ndarray, label: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows sorted by (group, ``rank`` of the account): each row's group and its account's
-    ``label[rank]`` (the rank itself when ``label`` is None); one int64 sort when both fit
-    in one."""
+    group: np.ndarray, idx: np.ndarray, rank: np.ndarray
+) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """Rows sorted by (group, ``rank`` of the account), as the arguments of
+    :func:`_next_pairs` (``keys, shift, accts, mask``): one packed int64 sort when both
+    fit in one, else a lexsort and two arrays."""
     bits = max(1, (len(rank) - 1).bit_length())
     if (int(group.max()) + 1).bit_length() + bits <= 62:
         packed = sort_keys((group << bits) | rank[idx])
-        group_sorted, ranks = packed >> bits, packed & ((1 << bits) - 1)
-    else:
-        order = np.lexsort((rank[idx], group))
-        group_sorted, ranks = group[order], rank[idx[order]]
-    return group_sorted, ranks if label is None else label[ranks]
+        return packed, bits, packed, (1 << bits) - 1
+    order = np.lexsort((rank[idx], group))
+    return group[order], 0, rank[idx[order]], -1
 
 
 def _signature_orders(
@@ -646,19 +711,23 @@ def _candidates(
     # The signatures are the account's, so each order within a group is the
     # order of the accounts' ranks: sort (group, rank) packed in one int64.
     rank1, _, rank2, by2 = orders
-    group_sorted, accts = _sort_in_groups(group_codes, idx, rank1, None)
+    by_rank1 = _sort_in_groups(group_codes, idx, rank1)
     # Neighbours in popular groups repeat across the groups two accounts share:
     # each list is made distinct as it comes, so the repeats are never all held.
     everyone = len(idx)
+    blocks = max(1, min(4 * numba.get_num_threads(), everyone // 65536))
+    same = np.arange(n, dtype=np.int64)
     keys = [
-        _distinct(_next_pairs(accts, group_sorted, rare_max - 1, n, 1, rare_max)),
-        _distinct(_next_pairs(accts, group_sorted, k, n, rare_max + 1, everyone)),
+        _distinct(_next_pairs(*by_rank1, same, rare_max - 1, n, 1, rare_max, blocks)),
+        _distinct(_next_pairs(*by_rank1, same, k, n, rare_max + 1, everyone, blocks)),
     ]
     if len(keys[1]):
-        del accts
+        del by_rank1
         # The second order's neighbours, still numbered by rank in the first.
-        group_sorted, accts = _sort_in_groups(group_codes, idx, rank2, rank1[by2])
-        keys.append(_distinct(_next_pairs(accts, group_sorted, k, n, rare_max + 1, everyone)))
+        by_rank2 = _sort_in_groups(group_codes, idx, rank2)
+        keys.append(
+            _distinct(_next_pairs(*by_rank2, rank1[by2], k, n, rare_max + 1, everyone, blocks))
+        )
     return keys
 
 

@@ -26,6 +26,7 @@ from distill_forensics.extract import (
 from distill_forensics.link import (
     DEFAULT_KIND_WEIGHTS,
     LinkOptions,
+    _candidates,
     _decide,
     _dense_codes,
     _distinct,
@@ -34,6 +35,7 @@ from distill_forensics.link import (
     _pair_dots,
     _pairs_by_own,
     _pairwise_sum,
+    _signature_orders,
 )
 from distill_forensics.louvain import louvain_communities
 from distill_forensics.radix import argsort_keys, sort_keys
@@ -136,6 +138,61 @@ def test_pair_dots_match_sparse_row_products(index_type, where_type):
     _pair_dots(*matrix, col_kind, kind_start, 1, 2, own, walk, order, where, got)
     assert np.array_equal(got[:, 1], expected[:, 1])
     assert (got[:, [0, 2]] == 7.0).all()
+
+
+def _candidates_by_definition(group, idx, orders, rare_max, k, n):
+    """Every pair within small groups; in larger ones each member and its next ``k``
+    in each signature order; accounts numbered by their rank in the first order."""
+    rank1, _, rank2, _ = orders
+    keys = set()
+    for g in np.unique(group):
+        members = idx[group == g]
+        for rank in (rank1, rank2):
+            ordered = members[np.argsort(rank[members], kind="stable")]
+            reach = len(ordered) if len(ordered) <= rare_max else k + 1
+            for p in range(len(ordered)):
+                for q in range(p + 1, min(p + reach, len(ordered))):
+                    a, b = rank1[ordered[p]], rank1[ordered[q]]
+                    if a != b:
+                        keys.add(min(a, b) * n + max(a, b))
+    return np.array(sorted(keys), dtype=np.int64)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.sampled_from([2, 3, 8]))
+def test_candidates_are_the_defined_pairs(seed, n_rows, rare_max):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    pairs = np.unique(
+        np.stack([rng.integers(0, 12, n_rows), rng.integers(0, n, n_rows)], axis=1), axis=0
+    )
+    group, idx = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    sig1 = rng.integers(0, 5, n).astype(np.uint64)
+    sig2 = rng.integers(0, 5, n).astype(np.uint64)
+    orders = _signature_orders(sig1, sig2)
+    got = _candidates(group, idx, orders, rare_max, 2, n)
+    union = np.unique(np.concatenate(got)) if got else np.zeros(0, dtype=np.int64)
+    assert np.array_equal(union, _candidates_by_definition(group, idx, orders, rare_max, 2, n))
+
+
+def test_candidates_of_many_blocks_match_one_block():
+    # Long enough for the pair search to share runs out in blocks, with runs
+    # crossing the blocks' first rows.
+    rng = np.random.default_rng(7)
+    n, rows = 5_000, 400_000
+    group = np.sort(rng.integers(0, 3_000, rows)).astype(np.int64)
+    idx = rng.integers(0, n, rows).astype(np.int64)
+    keep = np.unique(group * n + idx, return_index=True)[1]
+    group, idx = group[keep], idx[keep]
+    sig1, sig2 = (rng.integers(0, 50, n).astype(np.uint64) for _ in range(2))
+    orders = _signature_orders(sig1, sig2)
+    got = np.unique(np.concatenate(_candidates(group, idx, orders, 32, 4, n)))
+    pieces = []
+    for lo in range(0, 3_000, 500):
+        part = (group >= lo) & (group < lo + 500)
+        pieces.extend(_candidates(group[part], idx[part], orders, 32, 4, n))
+    assert len(got) > 100_000
+    assert np.array_equal(got, np.unique(np.concatenate(pieces)))
 
 
 @settings(deadline=None)
