@@ -587,22 +587,27 @@ def _blank_to_null(text: pl.Expr) -> pl.Expr:
     return pl.when(text != "").then(text)
 
 
-def _text(col: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
-    """Any scalar column as stripped text (empty -> null); None if the type has no text form."""
-    if dtype == pl.String:
-        return _blank_to_null(col)
+def _text_stages(name: str, col: pl.Expr, dtype: pl.DataType) -> _Stages | None:
+    """Any scalar column as stripped text (empty -> null) under ``name``; None if the type
+    has no text form. Stripped first, then nulled where empty: in one expression the
+    strip ran twice, once for the test and once for the value."""
     if dtype.is_float():
         # Floats are how pandas stores integer ids with gaps: 424242.0 -> "424242", NaN -> null.
         col = col.fill_nan(None)
         as_int = pl.when(col == col.floor()).then(col.cast(pl.Int64, strict=False))
-        return pl.coalesce(as_int.cast(pl.String), col.cast(pl.String))
-    if (
-        dtype.is_numeric()
+        return [[pl.coalesce(as_int.cast(pl.String), col.cast(pl.String)).alias(name)]]
+    if not (
+        dtype == pl.String
+        or dtype.is_numeric()
         or dtype.is_temporal()
         or isinstance(dtype, pl.Categorical | pl.Enum | pl.Boolean)
     ):
-        return _blank_to_null(col.cast(pl.String))
-    return None
+        return None
+    text = pl.col(name)
+    return [
+        [col.cast(pl.String).str.strip_chars().alias(name)],
+        [pl.when(text != "").then(text).alias(name)],
+    ]
 
 
 # Epoch unit by magnitude (see the module docstring): |value| below these bounds is
@@ -779,10 +784,10 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
             # Long free text: blank -> null without copying every value to strip it.
             column = [[pl.when(~col.str.contains(r"^\s*$")).then(col).alias(canonical)]]
         else:
-            text = _text(col, dtype)
-            if text is None:
+            text_stages = _text_stages(canonical, col, dtype)
+            if text_stages is None:
                 raise _type_error(plan, canonical, dtype, "text or numbers")
-            column = [[text.alias(canonical)]]
+            column = text_stages
         for i, exprs in enumerate(column):
             if i == len(stages):
                 stages.append([])

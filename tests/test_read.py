@@ -549,6 +549,24 @@ def test_text_is_stripped_and_null_markers_read_as_missing(tmp_path: Path) -> No
     ]
 
 
+def test_text_of_categories_and_numbers_is_stripped_too(tmp_path: Path) -> None:
+    path = tmp_path / "logs.parquet"
+    pl.DataFrame(
+        {
+            "timestamp": ["2026-03-01T00:00:00Z"] * 4,
+            "account_id": pl.Series([" a ", "b", "  ", "c"], dtype=pl.Categorical()),
+            "org_id": pl.Series([7, None, 8, 9], dtype=pl.Int64),
+            "model": pl.Series(["m ", "", None, "\tn"], dtype=pl.Categorical()),
+        }
+    ).write_parquet(path)
+    assert rows(read_logs([path]), "account_id", "org_id", "model") == [
+        ("a", "7", "m"),
+        ("b", None, None),
+        (None, "8", None),
+        ("c", "9", "n"),
+    ]
+
+
 # --- config and time bounds --------------------------------------------------------
 
 
