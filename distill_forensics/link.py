@@ -864,6 +864,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         "value",
         "idf",
         _hash64(pl.concat_str(["kind", "value"], separator="\x1f"), opt.seed).alias("tok"),
+        # What the kind says, per value here rather than per account using it.
+        pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int8).alias("k"),
+        pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)).alias("_whole"),
+        (pl.col("kind") == "template").alias("_of_prompts"),
     )
     shared = shared.with_columns(code=pl.Series(_dense_codes(shared.get_column("tok"))))
     # How central a value is to an account: its share of the account's requests
@@ -879,15 +883,15 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         usage.join(shared.lazy(), on=["kind", "value"])
         .join(totals.lazy(), on="idx")
         .with_columns(
-            share=pl.when(pl.col("kind").is_in(list(ACCOUNT_LEVEL_KINDS)))
+            share=pl.when(pl.col("_whole"))
             .then(1.0)
-            .when(pl.col("kind") == "template")
+            .when(pl.col("_of_prompts"))
             .then(pl.col("n_requests") / pl.col("_prompts").clip(1.0))
             .otherwise(pl.col("n_requests") / pl.col("_total").clip(1.0))
             .clip(0.0, 1.0)
         )
         .select(
-            pl.col("kind").replace_strict(kind_code, return_dtype=pl.Int8).alias("k"),
+            "k",
             "idx",
             (pl.col("idf") * pl.col("share")).sqrt().alias("w"),
             "tok",
