@@ -600,40 +600,30 @@ def _next_pairs(
         while 0 < at < rows and keys[at] >> shift == keys[at - 1] >> shift:
             at += 1
         edge[blk] = at
+    # Two passes over the blocks: the first, with nowhere to write, counts each
+    # block's pairs; the second writes them at the block's offset.
     count = np.zeros(blocks + 1, dtype=np.int64)
-    nothing = np.empty(0, dtype=np.int64)
-    for blk in numba.prange(blocks):
-        count[blk + 1] = _run_pairs(
-            keys,
-            shift,
-            accts,
-            mask,
-            label,
-            edge[blk],
-            edge[blk + 1],
-            dmax,
-            n,
-            min_size,
-            max_size,
-            nothing,
-        )
-    offset = np.cumsum(count)
-    out = np.empty(offset[-1], dtype=np.int64)
-    for blk in numba.prange(blocks):
-        _run_pairs(
-            keys,
-            shift,
-            accts,
-            mask,
-            label,
-            edge[blk],
-            edge[blk + 1],
-            dmax,
-            n,
-            min_size,
-            max_size,
-            out[offset[blk] : offset[blk + 1]],
-        )
+    offset = np.zeros(blocks + 1, dtype=np.int64)
+    out = np.empty(0, dtype=np.int64)
+    for writing in (False, True):
+        if writing:
+            offset = np.cumsum(count)
+            out = np.empty(offset[-1], dtype=np.int64)
+        for blk in numba.prange(blocks):
+            count[blk + 1] = _run_pairs(
+                keys,
+                shift,
+                accts,
+                mask,
+                label,
+                edge[blk],
+                edge[blk + 1],
+                dmax,
+                n,
+                min_size,
+                max_size,
+                out[offset[blk] : offset[blk + 1]],
+            )
     return out
 
 
