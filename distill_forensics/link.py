@@ -148,73 +148,6 @@ _EMPTY_DTYPES = {"i": np.int64, "j": np.int64, "n_families": np.int32, "same_org
 
 
 @compiled
-def _block_sum(buf: np.ndarray, start: int, n: int) -> float:
-    """Sum of at most 128 values as numpy's pairwise summation adds them (8 accumulators)."""
-    if n < 8:
-        res = 0.0
-        for t in range(n):
-            res += buf[start + t]
-        return res
-    r0, r1, r2, r3 = buf[start], buf[start + 1], buf[start + 2], buf[start + 3]
-    r4, r5, r6, r7 = buf[start + 4], buf[start + 5], buf[start + 6], buf[start + 7]
-    t = 8
-    stop = n - n % 8
-    while t < stop:
-        r0 += buf[start + t]
-        r1 += buf[start + t + 1]
-        r2 += buf[start + t + 2]
-        r3 += buf[start + t + 3]
-        r4 += buf[start + t + 4]
-        r5 += buf[start + t + 5]
-        r6 += buf[start + t + 6]
-        r7 += buf[start + t + 7]
-        t += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while t < n:
-        res += buf[start + t]
-        t += 1
-    return res
-
-
-@compiled
-def _pairwise_sum(buf: np.ndarray, start: int, n: int) -> float:
-    """``buf[start:start + n].sum()`` in numpy's pairwise order, to the last bit.
-
-    numpy halves a run longer than 128 (at a multiple of 8) and adds the two
-    halves' sums; the halving is done here with an explicit stack.
-    """
-    if n <= 128:
-        return _block_sum(buf, start, n)
-    frames = np.empty((128, 3), dtype=np.int64)  # start, length, halves done
-    sums = np.empty(128)
-    depth = 0
-    n_sums = 0
-    frames[0, 0], frames[0, 1], frames[0, 2] = start, n, 0
-    while depth >= 0:
-        f_start, f_n, done = frames[depth, 0], frames[depth, 1], frames[depth, 2]
-        if f_n <= 128:
-            sums[n_sums] = _block_sum(buf, f_start, f_n)
-            n_sums += 1
-            depth -= 1
-            continue
-        half = f_n // 2
-        half -= half % 8
-        if done == 2:
-            sums[n_sums - 2] = sums[n_sums - 2] + sums[n_sums - 1]
-            n_sums -= 1
-            depth -= 1
-            continue
-        frames[depth, 2] = done + 1
-        depth += 1
-        if done == 0:
-            frames[depth, 0], frames[depth, 1] = f_start, half
-        else:
-            frames[depth, 0], frames[depth, 1] = f_start + half, f_n - half
-        frames[depth, 2] = 0
-    return sums[0]
-
-
-@compiled
 def _dots_range(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -246,8 +179,6 @@ def _dots_range(
     for v in range(len(indptr) - 1):
         longest = max(longest, indptr[v + 1] - indptr[v])
     mine = np.zeros(longest + 1)
-    prods = np.empty(longest + 1)
-    cols = np.empty(longest + 1, dtype=np.int64)
     current = -1
     a_lo = a_hi = 0
     for p in range(lo, hi):
@@ -270,28 +201,26 @@ def _dots_range(
         # columns can match.
         b_lo, b_hi = indptr[walk[p]], indptr[walk[p] + 1]
         b_lo += np.searchsorted(indices[b_lo:b_hi], indices[a_lo])
+        if b_lo == b_hi:
+            continue
         last = indices[a_hi - 1]
-        # Nonzero products of the shared columns, in column order, without a
-        # branch per column: a missing column multiplies by zero and is
-        # overwritten by the next one.
-        m = 0
+        # Each kind's products summed in column order, without a branch per
+        # column: a missing column multiplies by zero, which adds nothing.
+        kind = col_kind[indices[b_lo]]
+        kind_end = kind_start[kind + 1]
+        total = 0.0
         for b in range(b_lo, b_hi):
             c = indices[b]
             if c > last:
                 break
-            prod = mine[where[c]] * data[b]
-            prods[m] = prod
-            cols[m] = c
-            m += prod != 0.0
-        # Each kind's products are summed as a sparse row product sums them.
-        t = 0
-        while t < m:
-            kind = col_kind[cols[t]]
-            u = t + 1
-            while u < m and col_kind[cols[u]] == kind:
-                u += 1
-            out[r, kind] = prods[t] + _pairwise_sum(prods, t + 1, u - t - 1)
-            t = u
+            if c >= kind_end:
+                out[r, kind] = total
+                total = 0.0
+                kind = col_kind[c]
+                kind_end = kind_start[kind + 1]
+            total += mine[where[c]] * data[b]
+        if kind < kind_hi:  # (not when the walk stopped at once, past the kinds)
+            out[r, kind] = total
     for q in range(a_lo, a_hi):
         where[indices[q]] = 0
 
@@ -318,9 +247,10 @@ def _pair_dots(
     ``kind_hi`` are measured. Pairs come in runs of one ``own`` row, whose
     entries in those kinds are spread into a column lookup once for the
     run; the ``walk`` row (the shorter one, see :func:`_pairs_by_own`) is
-    walked against it. Products are summed as ``np.add.reduceat`` sums them,
-    so ``out[row[p], kind]`` equals a sparse row product
-    (``x[own].multiply(x[walk]).sum(axis=1)``) to the last bit. ``where``
+    walked against it. Products are added in column order, so
+    ``out[row[p], kind]`` is the same whichever row is walked and however the
+    pairs are shared among threads; it equals a sparse row product
+    (``x[own].multiply(x[walk]).sum(axis=1)``) up to rounding. ``where``
     holds one lookup row per block of pairs scored in parallel, all zeros
     (see :func:`_dots_range`). ``out`` (a row per
     pair, a column per kind) is reused from chunk to chunk: clearing the

@@ -34,7 +34,6 @@ from distill_forensics.link import (
     _hopeful_rule,
     _pair_dots,
     _pairs_by_own,
-    _pairwise_sum,
     _signature_orders,
 )
 from distill_forensics.louvain import louvain_communities
@@ -78,18 +77,10 @@ def test_dense_codes_are_numpys_unique_inverse(values):
     assert np.array_equal(_dense_codes(pl.Series(hashes)), inverse)
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 127, 128, 129, 300, 1000, 8193])
-def test_pairwise_sum_matches_numpy_bit_for_bit(n):
-    rng = np.random.default_rng(n)
-    values = rng.random(n + 1) * np.exp(rng.normal(0, 8, n + 1))
-    expected = np.add.reduceat(values, [0])[0]
-    assert values[0] + _pairwise_sum(values, 1, n) == expected
-
-
 @pytest.mark.parametrize(
     ("index_type", "where_type"), [(np.int32, np.uint16), (np.int64, np.int64)]
 )
-def test_pair_dots_match_sparse_row_products(index_type, where_type):
+def test_pair_dots_are_column_order_sums_of_products(index_type, where_type):
     rng = np.random.default_rng(7)
     n_rows, widths = 60, [5, 40, 200]
     blocks = [
@@ -111,9 +102,18 @@ def test_pair_dots_match_sparse_row_products(index_type, where_type):
     kind_start = np.concatenate([[0], np.cumsum(widths)])
     matrix = (x.indptr.astype(np.int64), x.indices.astype(index_type), x.data)
     own, walk = np.where(flip, j, i)[order], np.where(flip, i, j)[order]
-    expected = np.stack(
+    sparse = np.stack(
         [np.asarray(block[i].multiply(block[j]).sum(axis=1)).ravel() for block in blocks], axis=1
     )
+    # Each kind's products added one by one in column order.
+    expected = np.zeros((len(i), len(widths)))
+    for p, (a, b) in enumerate(zip(i, j, strict=True)):
+        row_a, row_b = slice(x.indptr[a], x.indptr[a + 1]), slice(x.indptr[b], x.indptr[b + 1])
+        mine = dict(zip(x.indices[row_a], x.data[row_a], strict=True))
+        for c, v in zip(x.indices[row_b], x.data[row_b], strict=True):
+            if c in mine:
+                expected[p, col_kind[c]] += mine[c] * v
+    np.testing.assert_allclose(expected, sparse, rtol=1e-12)
     # The output is reused between chunks: what a previous chunk left is cleared.
     got = np.full((len(i), len(widths)), 7.0)
     _pair_dots(*matrix, col_kind, kind_start, 0, len(widths), own, walk, order, where, got)
@@ -138,6 +138,20 @@ def test_pair_dots_match_sparse_row_products(index_type, where_type):
     _pair_dots(*matrix, col_kind, kind_start, 1, 2, own, walk, order, where, got)
     assert np.array_equal(got[:, 1], expected[:, 1])
     assert (got[:, [0, 2]] == 7.0).all()
+
+
+def test_pair_dots_write_only_the_kinds_measured():
+    # Row 1's entries from row 0's first column on are all of the next kind: the
+    # walk stops at once, and that kind is not written.
+    x = sp.csr_matrix(np.array([[0, 0, 0, 1.0, 0, 0], [0, 0, 2.0, 0, 3.0, 0]]))
+    kind_start = np.array([0, 2, 4, 6])
+    col_kind = np.repeat(np.arange(3), 2)
+    matrix = (x.indptr.astype(np.int64), x.indices.astype(np.int32), x.data)
+    where = np.zeros((1, 6), dtype=np.uint16)
+    got = np.full((1, 3), 7.0)
+    own, walk, row = np.array([0]), np.array([1]), np.array([0])
+    _pair_dots(*matrix, col_kind, kind_start, 1, 2, own, walk, row, where, got)
+    assert got.tolist() == [[7.0, 0.0, 7.0]]
 
 
 def _candidates_by_definition(group, idx, orders, rare_max, k, n):
