@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -512,6 +513,7 @@ def _next_pairs(
     min_size: int,
     max_size: int,
     blocks: int,
+    room: np.ndarray,
 ) -> np.ndarray:
     """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run, in
     runs of equal group of ``min_size`` to ``max_size`` rows; the same pair may repeat.
@@ -520,7 +522,7 @@ def _next_pairs(
     account is ``label[accts[r] & mask]``; both can be one packed array. Pairs of
     an account with itself are left out. Runs are shared out among the threads in
     ``blocks`` blocks of rows: each block counts its pairs, then writes them at its
-    offset.
+    offset. They are written to the front of ``room`` when it has room for them.
     """
     rows = len(keys)
     # Block edges moved forward to the start of a run, so each run is one block's.
@@ -538,7 +540,9 @@ def _next_pairs(
     for writing in (False, True):
         if writing:
             offset = np.cumsum(count)
-            out = np.empty(offset[-1], dtype=np.int64)
+            if len(room) < offset[-1]:
+                room = np.empty(offset[-1], dtype=np.int64)
+            out = room[: offset[-1]]
         for blk in numba.prange(blocks):
             count[blk + 1] = _run_pairs(
                 keys,
@@ -568,10 +572,48 @@ def _squeeze(keys: np.ndarray) -> int:
     return m
 
 
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The distinct values of ``keys``, sorted (``keys`` is overwritten)."""
-    keys = sort_keys(keys)
+def _distinct(keys: np.ndarray, spare: np.ndarray | None = None) -> np.ndarray:
+    """The distinct values of ``keys``, sorted (``keys``, and ``spare`` if given, are
+    overwritten: see :func:`sort_keys`)."""
+    keys = sort_keys(keys, spare)
     return keys[: _squeeze(keys)].copy()
+
+
+class _PairLists:
+    """Distinct neighbour pairs of one list after another, through two reused buffers.
+
+    Each list is written to one buffer and sorted through the other; the lists of
+    one call are of about the same size. Fresh memory costs far more to fault in
+    than reused memory (on virtual machines that hand freed pages back to the
+    host, up to a second a gigabyte).
+    """
+
+    def __init__(self) -> None:
+        self.room = np.empty(0, dtype=np.int64)
+        self.spare = np.empty(0, dtype=np.int64)
+
+    def distinct(self, *args: Any) -> np.ndarray:
+        """:func:`_distinct` of :func:`_next_pairs` with arguments ``args``."""
+        pairs = _next_pairs(*args, self.room)
+        if len(pairs) > len(self.room):
+            self.room = pairs
+        if len(self.spare) < len(pairs):
+            self.spare = np.empty(len(pairs), dtype=np.int64)
+        return _distinct(pairs, self.spare)
+
+    def keep_spare(self) -> None:
+        """Let go of the buffer pairs are written to; the other is kept for :meth:`union`."""
+        self.room = np.empty(0, dtype=np.int64)
+
+    def union(self, lists: list[np.ndarray]) -> np.ndarray:
+        """The distinct values of all ``lists``, sorted; the buffers are let go."""
+        self.keep_spare()
+        keys = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+        spare, self.spare = self.spare, np.empty(0, dtype=np.int64)
+        keys = sort_keys(keys, spare if len(spare) >= len(keys) else None)
+        distinct = keys[: _squeeze(keys)]
+        # A view when the result is in the new array; the spare buffer is let go.
+        return distinct.copy() if np.may_share_memory(distinct, spare) else distinct
 
 
 def _dense_codes(values: pl.Series) -> np.ndarray:
@@ -616,6 +658,7 @@ def _candidates(
     rare_max: int,
     k: int,
     n: int,
+    lists: _PairLists | None = None,
 ) -> list[np.ndarray]:
     """Candidate pair keys from group membership: row ``r`` puts account ``idx[r]`` in
     group ``group_codes[r]`` (codes from 0).
@@ -624,7 +667,8 @@ def _candidates(
     each member and its next ``k`` members in each of the accounts' two
     signature orders (:func:`_signature_orders`). Keys number the accounts by
     their rank in the first order (see :func:`link`). Keys may repeat; the
-    caller removes repeats.
+    caller removes repeats. ``lists`` holds the work buffers (kept for the
+    caller's next lists).
     """
     if len(idx) == 0:
         return []
@@ -637,17 +681,16 @@ def _candidates(
     everyone = len(idx)
     blocks = max(1, min(4 * numba.get_num_threads(), everyone // 65536))
     same = np.arange(n, dtype=np.int64)
+    lists = lists or _PairLists()
     keys = [
-        _distinct(_next_pairs(*by_rank1, same, rare_max - 1, n, 1, rare_max, blocks)),
-        _distinct(_next_pairs(*by_rank1, same, k, n, rare_max + 1, everyone, blocks)),
+        lists.distinct(*by_rank1, same, rare_max - 1, n, 1, rare_max, blocks),
+        lists.distinct(*by_rank1, same, k, n, rare_max + 1, everyone, blocks),
     ]
     if len(keys[1]):
         del by_rank1
         # The second order's neighbours, still numbered by rank in the first.
         by_rank2 = _sort_in_groups(group_codes, idx, rank2)
-        keys.append(
-            _distinct(_next_pairs(*by_rank2, rank1[by2], k, n, rare_max + 1, everyone, blocks))
-        )
+        keys.append(lists.distinct(*by_rank2, rank1[by2], k, n, rare_max + 1, everyone, blocks))
     return keys
 
 
@@ -845,6 +888,8 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     sig2[sigs.get_column("idx").to_numpy()] = sigs.get_column("sig2").to_numpy()
     orders = _signature_orders(sig1, sig2)
     tok_codes = tokens.get_column("code").to_numpy()
+    # The token lists' sort buffer is kept to sort all candidate keys at the end.
+    lists = _PairLists()
     cand = _candidates(
         tok_codes,
         tokens.get_column("idx").to_numpy().astype(np.int64),
@@ -852,7 +897,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         opt.rare_max,
         opt.neighbours,
         n_acc,
+        lists,
     )
+    lists.keep_spare()
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
     act = evidence.activity.join(index, on="account_id")
@@ -914,7 +961,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # account's candidates then sit near it, and so do the rows pair scoring
     # reads one after another, which keeps them in cache.
     by1 = orders[1]
-    keys = _distinct(np.concatenate(cand) if cand else np.zeros(0, dtype=np.int64))
+    keys = lists.union(cand)
     del cand
     n_candidates = len(keys)
 

@@ -20,17 +20,16 @@ _BLOCK_MIN = 1 << 16
 
 
 @compiled(parallel=True)
-def _radix_sort(keys: np.ndarray, bits: int, blocks: int) -> np.ndarray:
+def _radix_sort(keys: np.ndarray, bits: int, blocks: int, dst: np.ndarray) -> np.ndarray:
     """uint64 ``keys`` (below ``2**bits``) sorted, counted and moved in ``blocks`` blocks
-    at once; the result is either ``keys``' own buffer or a new one, and
-    ``keys`` is overwritten."""
+    at once between ``keys`` and ``dst`` (as long, not overlapping it); the result
+    is one of the two buffers, and both are overwritten."""
     n = len(keys)
     passes = max(1, (bits + _DIGIT_BITS - 1) // _DIGIT_BITS)
     digit = (bits + passes - 1) // passes
     size = 1 << digit
     mask = np.uint64(size - 1)
     src = keys
-    dst = np.empty_like(keys)
     # Each block's first position for each digit value: blocks scatter at once,
     # each into its own slots, and equal digits keep their order (stable).
     start = np.zeros((blocks, size), np.int64)
@@ -75,16 +74,28 @@ def _unsigned(keys: np.ndarray) -> tuple[np.ndarray, bool]:
     return unsigned, flip
 
 
-def sort_keys(keys: np.ndarray) -> np.ndarray:
+def sort_keys(keys: np.ndarray, spare: np.ndarray | None = None) -> np.ndarray:
     """``np.sort(keys)`` for int64 keys, by their digits (as many passes as the largest
     key has bits: non-negative keys of a few dozen bits sort fastest). ``keys`` is
-    overwritten and its buffer may be the result's."""
+    overwritten and its buffer may be the result's.
+
+    ``spare``, an int64 array at least as long as ``keys`` and apart from it, is
+    used as the second buffer (and may hold the result) instead of a new one:
+    callers that sort one large array after another save faulting in fresh memory.
+    """
     if keys.dtype != np.int64:
         raise TypeError(f"sort_keys takes int64 keys, not {keys.dtype}")
     if len(keys) < 2:
         return keys
+    n = len(keys)
+    if spare is None or len(spare) < n:
+        spare = np.empty(n, dtype=np.int64)
+    elif spare.dtype != np.int64 or np.may_share_memory(spare[:n], keys):
+        raise ValueError("sort_keys needs a spare int64 buffer apart from the keys")
     unsigned, flip = _unsigned(keys)
-    out = _radix_sort(unsigned, max(1, int(unsigned.max()).bit_length()), _blocks(len(keys)))
+    out = _radix_sort(
+        unsigned, max(1, int(unsigned.max()).bit_length()), _blocks(n), spare[:n].view(np.uint64)
+    )
     if flip:
         out ^= _SIGN
     return out.view(np.int64)
@@ -102,5 +113,5 @@ def argsort_keys(keys: np.ndarray) -> np.ndarray:
     if key_bits + pos_bits > 64:
         return np.argsort(keys, kind="stable")
     packed = (unsigned << np.uint64(pos_bits)) | np.arange(n, dtype=np.uint64)
-    order = _radix_sort(packed, key_bits + pos_bits, _blocks(n))
+    order = _radix_sort(packed, key_bits + pos_bits, _blocks(n), np.empty_like(packed))
     return (order & np.uint64((1 << pos_bits) - 1)).view(np.int64)

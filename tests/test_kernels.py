@@ -33,6 +33,7 @@ from distill_forensics.link import (
     _hopeful,
     _hopeful_rule,
     _pair_dots,
+    _PairLists,
     _pairs_by_own,
     _signature_orders,
 )
@@ -68,6 +69,35 @@ def test_radix_sorts_of_many_blocks_are_numpys(n, high):
     assert np.array_equal(order, np.argsort(keys, kind="stable"))
     assert np.array_equal(sort_keys(keys.copy()), np.sort(keys))
     assert np.array_equal(argsort_keys(keys.astype(np.int32) if high < 2**31 else keys), order)
+
+
+@pytest.mark.parametrize("high", [2**6, 2**20, 2**40])
+def test_radix_sort_through_a_spare_buffer(high):
+    # Odd and even numbers of passes leave the result in either buffer.
+    keys = np.random.default_rng(high).integers(0, high, 5000)
+    spare = np.full(6000, -1, dtype=np.int64)
+    got = sort_keys(keys.copy(), spare)
+    assert np.array_equal(got, np.sort(keys))
+    with pytest.raises(ValueError, match="apart from the keys"):
+        sort_keys(spare[:100], spare)
+
+
+def test_pair_lists_reuse_their_buffers_and_union_the_lists():
+    rng = np.random.default_rng(3)
+    n = 50
+    group = rng.integers(0, 40, 3000)
+    idx = rng.integers(0, n, 3000)
+    orders = _signature_orders(
+        rng.integers(0, 5, n).astype(np.uint64), rng.integers(0, 5, n).astype(np.uint64)
+    )
+    lists = _PairLists()
+    first = _candidates(group, idx, orders, 4, 2, n, lists)
+    room, spare = lists.room, lists.spare
+    again = _candidates(group, idx, orders, 4, 2, n, lists)
+    assert lists.room is room and lists.spare is spare  # the same lists: no new buffers
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert np.array_equal(lists.union(first + again[:1]), np.unique(np.concatenate(first)))
+    assert len(lists.room) == len(lists.spare) == 0
 
 
 @given(st.lists(st.integers(0, 5) | st.integers(0, 2**64 - 1), max_size=60))
