@@ -798,13 +798,13 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     kind_code = {k: c for c, k in enumerate(link_kinds)}
 
     # Usage rows are streamed twice (value counts, then tokens) rather than
-    # held: the value texts are the largest thing linking would hold.
+    # held: the value texts are the largest thing linking would hold. They are
+    # rows of the evidence's accounts; account numbers are joined on only to the
+    # rows of shared values.
     usage = (
         evidence.usage.lazy()
         .select("account_id", "kind", "value", "n_requests")
         .filter(pl.col("kind").is_in(link_kinds))
-        .join(index.lazy(), on="account_id")
-        .drop("account_id")
     )
     stats = (
         usage.group_by("kind", "value")
@@ -838,13 +838,14 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # signup) are the whole account. A value an account touched once counts
     # little even when it is rare.
     totals = evidence.accounts.join(index, on="account_id").select(
+        "account_id",
         "idx",
         pl.col("n_requests").cast(pl.Float64).alias("_total"),
         pl.col("n_prompts").cast(pl.Float64).alias("_prompts"),
     )
     tokens = (
         usage.join(shared.lazy(), on=["kind", "value"])
-        .join(totals.lazy(), on="idx")
+        .join(totals.lazy(), on="account_id")
         .with_columns(
             share=pl.when(pl.col("_whole"))
             .then(1.0)
