@@ -556,6 +556,10 @@ RowsRead = Callable[[int], None]
 MERGE_SHARDS = 8
 """Parts are merged in this many account shards, so a merge holds one shard at a time."""
 
+MERGE_KEEP_FREE = 512 << 20
+"""Free C-heap bytes kept after a merge (above this, free pages go back to the system):
+the next batches reuse them without faulting them in again."""
+
 
 class _Accumulator:
     """Aggregates batches as they arrive and merges the parts as they pile up.
@@ -598,7 +602,7 @@ class _Accumulator:
         merged = self.merged[shard]
         self.merged[shard] = _merge(([merged] if merged else []) + self.pending[shard], self.keys)
         self.pending[shard] = []
-        release_freed_memory()
+        release_freed_memory(keep=MERGE_KEEP_FREE)
 
     def result(self) -> Parts | None:
         for shard in range(MERGE_SHARDS):

@@ -40,13 +40,56 @@ def _malloc_trim() -> Any:
     return getattr(libc, "malloc_trim", None)
 
 
-def release_freed_memory() -> None:
-    """Return the C heap's free pages to the system, where the C library can (glibc).
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@cache
+def _mallinfo2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        info = libc.mallinfo2  # glibc 2.33 and later
+    except (OSError, AttributeError):
+        return None
+    info.restype = _MallInfo2
+    return info
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes the C heap holds free (glibc's ``mallinfo2``), or None where that is unknown."""
+    info = _mallinfo2()
+    return None if info is None else int(info().fordblks)
+
+
+def release_freed_memory(keep: int = 0) -> None:
+    """Return the C heap's free pages to the system, where the C library can (glibc),
+    unless it holds no more than ``keep`` bytes free.
 
     numpy arrays and compiled kernels' buffers of up to some tens of MB come from
     the C heap, and glibc keeps their pages after they are freed: without this, a
-    stage's high-water mark stays resident under the next stage's.
+    stage's high-water mark stays resident under the next stage's. Within a stage
+    that frees and allocates alike buffers again and again, ``keep`` lets the next
+    ones reuse pages still in place instead of faulting in returned ones.
     """
     trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    if trim is None:
+        return
+    if keep > 0:
+        free = free_heap_bytes()
+        if free is not None and free <= keep:
+            return
+    trim(0)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from distill_forensics import memory
 from distill_forensics.memory import POLARS_ALLOCATOR
 
 _SHOW = "import os; {first}import distill_forensics; print(os.environ.get('_RJEM_MALLOC_CONF'))"
@@ -36,3 +37,23 @@ def test_a_users_allocator_options_are_kept():
 
 def test_nothing_is_set_once_polars_is_loaded():
     assert POLARS_ALLOCATOR not in _conf(first="import polars; ")
+
+
+def test_free_heap_pages_are_returned_above_what_is_kept(monkeypatch):
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: trims.append)
+    monkeypatch.setattr(memory, "free_heap_bytes", lambda: 100)
+    memory.release_freed_memory(keep=100)
+    assert trims == []
+    memory.release_freed_memory(keep=99)
+    memory.release_freed_memory()
+    assert trims == [0, 0]
+    # Where the free bytes are unknown, pages are always returned.
+    monkeypatch.setattr(memory, "free_heap_bytes", lambda: None)
+    memory.release_freed_memory(keep=1 << 40)
+    assert trims == [0, 0, 0]
+
+
+def test_free_heap_bytes_reads_the_c_heap():
+    free = memory.free_heap_bytes()
+    assert free is None or free >= 0
