@@ -557,8 +557,10 @@ MERGE_SHARDS = 8
 """Parts are merged in this many account shards, so a merge holds one shard at a time."""
 
 MERGE_KEEP_FREE = 512 << 20
-"""Free C-heap bytes kept after a merge (above this, free pages go back to the system):
-the next batches reuse them without faulting them in again."""
+"""A merge hands the C heap's free pages back to the system only when glibc counts more
+free bytes than this (see :func:`release_freed_memory`); below it the next batches reuse
+them without faulting them in again. glibc's count includes pages handed back before,
+so once past it, every merge hands them back."""
 
 
 class _Accumulator:
@@ -568,7 +570,8 @@ class _Accumulator:
     into it once they outgrow it (and a floor near ``MERGE_ROWS / MERGE_SHARDS``,
     staggered by shard), so merging costs about twice the final evidence and
     never holds more than one shard's worth of intermediate groups. Freed C-heap
-    pages go back to the system after each merge.
+    pages go back to the system after a merge once glibc counts more than
+    ``MERGE_KEEP_FREE`` bytes free.
     """
 
     def __init__(self, log_kinds: Sequence[str], by_day: bool, on_rows: RowsRead | None) -> None:

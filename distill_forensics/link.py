@@ -609,11 +609,15 @@ class _PairLists:
         """The distinct values of all ``lists``, sorted; the buffers are let go."""
         self.keep_spare()
         keys = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
-        spare, self.spare = self.spare, np.empty(0, dtype=np.int64)
-        keys = sort_keys(keys, spare if len(spare) >= len(keys) else None)
+        # A spare too short is let go now: the sort makes its own.
+        spare = self.spare if len(self.spare) >= len(keys) else None
+        self.spare = np.empty(0, dtype=np.int64)
+        keys = sort_keys(keys, spare)
         distinct = keys[: _squeeze(keys)]
-        # A view when the result is in the new array; the spare buffer is let go.
-        return distinct.copy() if np.may_share_memory(distinct, spare) else distinct
+        # A view when the result is in the new array and repeats were few, so
+        # little is held for them; a copy when it is in the spare buffer.
+        in_spare = spare is not None and np.may_share_memory(distinct, spare)
+        return distinct.copy() if in_spare or 4 * len(distinct) < 3 * len(keys) else distinct
 
 
 def _dense_codes(values: pl.Series) -> np.ndarray:

@@ -70,7 +70,8 @@ def _mallinfo2() -> Any:
 
 
 def free_heap_bytes() -> int | None:
-    """Bytes the C heap holds free (glibc's ``mallinfo2``), or None where that is unknown."""
+    """Bytes in the C heap's free chunks (glibc's ``mallinfo2``), pages already handed back
+    to the system included; None where that is unknown."""
     info = _mallinfo2()
     return None if info is None else int(info().fordblks)
 
@@ -83,7 +84,9 @@ def release_freed_memory(keep: int = 0) -> None:
     the C heap, and glibc keeps their pages after they are freed: without this, a
     stage's high-water mark stays resident under the next stage's. Within a stage
     that frees and allocates alike buffers again and again, ``keep`` lets the next
-    ones reuse pages still in place instead of faulting in returned ones.
+    ones reuse pages still in place instead of faulting in returned ones (glibc's
+    count of free bytes includes pages handed back before, so once it passes
+    ``keep`` every call hands them back).
     """
     trim = _malloc_trim()
     if trim is None:

@@ -100,6 +100,22 @@ def test_pair_lists_reuse_their_buffers_and_union_the_lists():
     assert len(lists.room) == len(lists.spare) == 0
 
 
+@pytest.mark.parametrize("high", [2**6, 2**20, 2**40])
+@pytest.mark.parametrize("spare", [0, 10, 100_000])
+def test_pair_lists_union_wherever_the_sort_ends(high, spare):
+    # One, two or three radix passes end in either buffer; a spare too short is
+    # replaced; many repeats give a copy, not a view holding them.
+    rng = np.random.default_rng(high + spare)
+    parts = [np.unique(rng.integers(0, high, size)) for size in (3000, 20_000, 500)]
+    lists = _PairLists()
+    lists.spare = np.full(spare, -1, dtype=np.int64)
+    got = lists.union(parts)
+    assert np.array_equal(got, np.unique(np.concatenate(parts)))
+    assert len(lists.spare) == 0
+    if got.base is not None:
+        assert 4 * len(got) >= 3 * len(got.base)
+
+
 @given(st.lists(st.integers(0, 5) | st.integers(0, 2**64 - 1), max_size=60))
 def test_dense_codes_are_numpys_unique_inverse(values):
     hashes = np.array(values, dtype=np.uint64)
