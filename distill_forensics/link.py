@@ -572,11 +572,22 @@ def _squeeze(keys: np.ndarray) -> int:
     return m
 
 
-def _distinct(keys: np.ndarray, spare: np.ndarray | None = None) -> np.ndarray:
+def _distinct(
+    keys: np.ndarray, spare: np.ndarray | None = None, *, view: bool = False
+) -> np.ndarray:
     """The distinct values of ``keys``, sorted (``keys``, and ``spare`` if given, are
-    overwritten: see :func:`sort_keys`)."""
-    keys = sort_keys(keys, spare)
-    return keys[: _squeeze(keys)].copy()
+    overwritten: see :func:`sort_keys`).
+
+    A new array, or with ``view`` (the caller gives ``keys`` up) a view of ``keys``
+    when the result ends there and at least three in four keys were distinct, so
+    little is held for the repeats.
+    """
+    out = sort_keys(keys, spare)
+    distinct = out[: _squeeze(out)]
+    in_spare = spare is not None and np.may_share_memory(distinct, spare)
+    if view and not in_spare and 4 * len(distinct) >= 3 * len(out):
+        return distinct
+    return distinct.copy()
 
 
 class _PairLists:
@@ -612,12 +623,7 @@ class _PairLists:
         # A spare too short is let go now: the sort makes its own.
         spare = self.spare if len(self.spare) >= len(keys) else None
         self.spare = np.empty(0, dtype=np.int64)
-        keys = sort_keys(keys, spare)
-        distinct = keys[: _squeeze(keys)]
-        # A view when the result is in the new array and repeats were few, so
-        # little is held for them; a copy when it is in the spare buffer.
-        in_spare = spare is not None and np.may_share_memory(distinct, spare)
-        return distinct.copy() if in_spare or 4 * len(distinct) < 3 * len(keys) else distinct
+        return _distinct(keys, spare, view=True)
 
 
 def _dense_codes(values: pl.Series) -> np.ndarray:

@@ -32,12 +32,16 @@ def keep_freed_pages() -> None:
 
 
 @cache
-def _malloc_trim() -> Any:
+def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return getattr(libc, "malloc_trim", None)
+
+
+@cache
+def _malloc_trim() -> Any:
+    return getattr(_libc(), "malloc_trim", None)
 
 
 class _MallInfo2(ctypes.Structure):
@@ -60,12 +64,9 @@ class _MallInfo2(ctypes.Structure):
 
 @cache
 def _mallinfo2() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        info = libc.mallinfo2  # glibc 2.33 and later
-    except (OSError, AttributeError):
-        return None
-    info.restype = _MallInfo2
+    info = getattr(_libc(), "mallinfo2", None)  # glibc 2.33 and later
+    if info is not None:
+        info.restype = _MallInfo2
     return info
 
 

@@ -582,15 +582,20 @@ def _type_error(plan: _Plan, canonical: str, dtype: pl.DataType, expected: str) 
     )
 
 
-def _blank_to_null(text: pl.Expr) -> pl.Expr:
-    text = text.str.strip_chars()
-    return pl.when(text != "").then(text)
+def _stripped_stages(name: str, col: pl.Expr) -> _Stages:
+    """``col`` as stripped text under ``name``, empty -> null: stripped in one stage, nulled
+    where empty in the next (in one expression the strip runs twice, once for the test
+    and once for the value)."""
+    text = pl.col(name)
+    return [
+        [col.cast(pl.String).str.strip_chars().alias(name)],
+        [pl.when(text != "").then(text).alias(name)],
+    ]
 
 
 def _text_stages(name: str, col: pl.Expr, dtype: pl.DataType) -> _Stages | None:
     """Any scalar column as stripped text (empty -> null) under ``name``; None if the type
-    has no text form. Stripped first, then nulled where empty: in one expression the
-    strip ran twice, once for the test and once for the value."""
+    has no text form."""
     if dtype.is_float():
         # Floats are how pandas stores integer ids with gaps: 424242.0 -> "424242", NaN -> null.
         col = col.fill_nan(None)
@@ -603,11 +608,7 @@ def _text_stages(name: str, col: pl.Expr, dtype: pl.DataType) -> _Stages | None:
         or isinstance(dtype, pl.Categorical | pl.Enum | pl.Boolean)
     ):
         return None
-    text = pl.col(name)
-    return [
-        [col.cast(pl.String).str.strip_chars().alias(name)],
-        [pl.when(text != "").then(text).alias(name)],
-    ]
+    return _stripped_stages(name, col)
 
 
 # Epoch unit by magnitude (see the module docstring): |value| below these bounds is
@@ -689,7 +690,7 @@ def _text_time_stages(name: str, col: pl.Expr) -> _Stages:
         .otherwise(_epoch_from_float(text.cast(pl.Float64, strict=False)))
     )
     return [
-        [_blank_to_null(col.cast(pl.String)).alias(name)],
+        *_stripped_stages(name, col),
         [
             text.str.extract_groups(_ISO).alias(parts),
             text.cast(pl.Int64, strict=False).alias(as_int),
@@ -750,7 +751,7 @@ def _token_stages(plan: _Plan, name: str, col: pl.Expr, dtype: pl.DataType) -> _
     whole = number.is_finite() & (number == number.floor())
     value = pl.coalesce(pl.col(as_int), pl.when(whole).then(number.cast(pl.Int64, strict=False)))
     return [
-        [_blank_to_null(col.cast(pl.String)).alias(name)],
+        *_stripped_stages(name, col),
         [
             text.cast(pl.Int64, strict=False).alias(as_int),
             text.cast(pl.Float64, strict=False).alias(as_float),
