@@ -662,10 +662,9 @@ def extract_parts(
     plan.sink_batches(acc.add, chunk_size=batch_rows, maintain_order=False)
     merged = acc.result() or _aggregate(plan.head(0).collect(), log_kinds, by_day)
     release_freed_memory()
-    # Usage stays categorical (finish and write_evidence turn it into text one
-    # kind or one day at a time); the small tables become text now.
-    as_text = pl.col(pl.Categorical).cast(pl.String)
-    accounts = merged.accounts.with_columns(as_text)
+    # Usage and activity stay categorical (finish and write_evidence turn them
+    # into text as they sort them); the accounts become text now.
+    accounts = merged.accounts.with_columns(pl.col(pl.Categorical).cast(pl.String))
     if source.account_table is not None:
         table = source.account_table.collect()
         # Laid out as aggregating joined rows would: attributes last, by name.
@@ -675,7 +674,7 @@ def extract_parts(
         ).select(*accounts.columns, *wanted)
     return Parts(
         merged.usage,
-        merged.activity.with_columns(as_text),
+        merged.activity,
         accounts,
         merged.counts,
         tuple(sorted(source.columns)),
@@ -803,8 +802,10 @@ def finish(parts: Parts) -> Evidence:
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
     # Log kinds stay categories until sorted (see _sorted_by_text).
     size = dict(usage_logs.get_column("kind").value_counts().cast({"kind": pl.String}).iter_rows())
+    # The kind is the same text on every row of a table: a literal, not a cast per row.
     tables: dict[str, pl.LazyFrame] = {
-        kind: usage_logs.lazy().filter(pl.col("kind") == kind) for kind in size
+        kind: usage_logs.lazy().filter(pl.col("kind") == kind).with_columns(kind=pl.lit(kind))
+        for kind in size
     }
     for kind in acct_kinds:
         tables[kind] = (
@@ -872,8 +873,8 @@ def finish(parts: Parts) -> Evidence:
     )
 
 
-def _text_ranks(column: pl.Series) -> tuple[np.ndarray, int]:
-    """Each row's rank among the column's distinct texts, and the number of distinct texts.
+def _text_ranks(column: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Each row's rank among the column's distinct texts, and those texts in rank order.
 
     Only the distinct texts are sorted: rows are numbered by their category.
     """
@@ -882,38 +883,56 @@ def _text_ranks(column: pl.Series) -> tuple[np.ndarray, int]:
     row_of = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
     row_of[codes] = np.arange(len(codes))
     present = np.flatnonzero(row_of >= 0)
-    order = cat.gather(row_of[present]).cast(pl.String).arg_sort().to_numpy()
+    texts = cat.gather(row_of[present]).cast(pl.String)
+    order = texts.arg_sort().to_numpy()
     rank = np.empty(len(row_of), dtype=np.int64)
     rank[present[order]] = np.arange(len(present))
-    return rank[codes], len(present)
+    return rank[codes], texts.gather(order)
 
 
 def _sorted_by_text(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
-    """``frame.sort(by)`` with text and category columns in text order, by one integer sort.
+    """``frame.sort(by)`` with text and category columns in text order, by one integer sort;
+    the category columns of ``by`` come back as text.
 
     Sorting millions of rows on two text or category columns compares text at
     every step; ranking each column's distinct values once and sorting one
-    packed integer key gives the same order several times faster.
+    packed integer key gives the same order several times faster. A category
+    column's text is then its distinct texts gathered by rank: each row's text
+    is shared with the other rows of its value, not copied for every row as a
+    cast would.
     """
+    categories = [c for c in by if frame.schema[c] == pl.Categorical]
     if frame.height == 0 or any(frame.get_column(c).null_count() for c in by):
-        return frame.sort(by)
+        return _sorted_as_text(frame, by, categories)
     key = np.zeros(frame.height, dtype=np.int64)
     span = 1
+    texts: dict[str, tuple[np.ndarray, pl.Series]] = {}
     for name in by:
         column = frame.get_column(name)
         if column.dtype in (pl.Categorical, pl.String):
-            rank, size = _text_ranks(column)
+            rank, distinct = _text_ranks(column)
+            size = len(distinct)
+            if name in categories:
+                texts[name] = (rank, distinct)
         elif column.dtype.is_integer():
             values = column.to_numpy().astype(np.int64)
             low = int(values.min())
             rank, size = values - low, int(values.max()) - low + 1
         else:
-            return frame.sort(by)
+            return _sorted_as_text(frame, by, categories)
         span *= size
         if span >= 1 << 62:
-            return frame.sort(by)
+            return _sorted_as_text(frame, by, categories)
         key = key * size + rank
-    return frame[argsort_keys(key)]
+    order = argsort_keys(key)
+    return frame[order].with_columns(
+        distinct.gather(rank[order]).alias(name) for name, (rank, distinct) in texts.items()
+    )
+
+
+def _sorted_as_text(frame: pl.DataFrame, by: Sequence[str], categories: list[str]) -> pl.DataFrame:
+    """``frame.sort(by)`` with the ``categories`` columns cast to text."""
+    return frame.sort(by).with_columns(pl.col(categories).cast(pl.String))
 
 
 def extract(
