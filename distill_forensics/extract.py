@@ -187,6 +187,9 @@ def _sketch_groups(
 def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """One int64 per row that is equal exactly when the ``keys`` columns are (integer,
     date, text or categorical columns), and the rows in an order that brings equal ones together.
+
+    Category codes are read in place and folded into the key by compiled passes:
+    the key is the only array of the rows' length made on the way.
     """
     codes = []
     span = 1
@@ -194,23 +197,43 @@ def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np
         column = frame.get_column(name)
         if column.dtype == pl.String:
             column = column.cast(pl.Categorical())
-        values = column.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-        low = int(values.min()) if len(values) else 0
-        size = (int(values.max()) - low + 1) if len(values) else 1
-        codes.append((values - low, size))
+        physical = column.to_physical()
+        if physical.null_count():
+            physical = physical.cast(pl.Int64).fill_null(-1)
+        values = physical.to_numpy()
+        low, high = _bounds(values) if len(values) else (0, 0)
+        size = int(high) - int(low) + 1
+        codes.append((values, int(low), size))
         span *= size
     if span < 1 << 62:
         key = np.zeros(frame.height, dtype=np.int64)
-        for values, size in codes:
-            key = key * size + values
+        for values, low, size in codes:
+            _fold(key, values, low, size)
         return key, argsort_keys(key)
     # Too wide to pack: number the distinct combinations instead.
-    order = np.lexsort([values for values, _ in reversed(codes)])
-    stacked = np.stack([values[order] for values, _ in codes])
+    order = np.lexsort([values for values, _, _ in reversed(codes)])
+    stacked = np.stack([values[order] for values, _, _ in codes])
     change = np.concatenate([[True], (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
     key = np.empty(frame.height, dtype=np.int64)
     key[order] = np.cumsum(change)
     return key, order
+
+
+@compiled
+def _bounds(values: np.ndarray) -> tuple[int, int]:
+    """The smallest and the largest of ``values`` (not empty), in one pass."""
+    low = high = values[0]
+    for v in values:
+        low = min(low, v)
+        high = max(high, v)
+    return low, high
+
+
+@compiled
+def _fold(key: np.ndarray, values: np.ndarray, low: int, size: int) -> None:
+    """``key = key * size + (values - low)``, in place."""
+    for i in range(len(key)):
+        key[i] = key[i] * size + (np.int64(values[i]) - low)
 
 
 def _sketched_usage(
