@@ -23,7 +23,7 @@ from distill_forensics.jit import compiled
 from distill_forensics.memory import release_freed_memory
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
-from distill_forensics.radix import argsort_keys
+from distill_forensics.radix import argsort_keys, sort_with_order
 from distill_forensics.read import Source
 
 SLOT_SECONDS = 600
@@ -122,7 +122,7 @@ def _sketch_groups(
     last: np.ndarray,
     k: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by equal ``key`` (visited in ``order``, which brings equal keys together).
+    """Rows grouped by equal keys: row ``order[i]`` has key ``key[i]``, in ascending order.
 
     Row ``r`` carries a count ``n[r]``, a time span ``first[r]..last[r]`` and the
     hashes ``hashes[offsets[r]:offsets[r + 1]]``. Each group gets its first row in
@@ -130,14 +130,8 @@ def _sketch_groups(
     bottom-k sketch of its hashes (the ``k`` smallest distinct, ascending) as list
     offsets and values.
     """
-    m = len(order)
-    starts = np.empty(m + 1, np.int64)
-    groups = 0
-    for i in range(m):
-        if i == 0 or key[order[i]] != key[order[i - 1]]:
-            starts[groups] = i
-            groups += 1
-    starts[groups] = m
+    starts = _group_starts(key)
+    groups = len(starts) - 1
     head = np.empty(groups, np.int64)
     rows = np.empty(groups, np.int64)
     n_out = np.empty(groups, np.int64)
@@ -162,31 +156,100 @@ def _sketch_groups(
                 c += 1
         n_out[g], first_out[g], last_out[g] = total, lo, hi
         out_offsets[g] = used
-        if c > 32:
-            buf[:c] = np.sort(buf[:c])
-        else:  # insertion sort: most groups hold a handful of hashes
-            for i in range(1, c):
-                v = buf[i]
-                j = i - 1
-                while j >= 0 and buf[j] > v:
-                    buf[j + 1] = buf[j]
-                    j -= 1
-                buf[j + 1] = v
-        taken = 0
-        for i in range(c):
-            if taken == k:
-                break
-            if i == 0 or buf[i] != buf[i - 1]:
-                out[used] = buf[i]
-                used += 1
-                taken += 1
+        used = _bottom_k(buf, c, k, out, used)
     out_offsets[groups] = used
     return head, rows, n_out, first_out, last_out, out_offsets, out[:used]
 
 
+@compiled
+def _sketch_requests(
+    key: np.ndarray,
+    order: np.ndarray,
+    times: np.ndarray,
+    hashes: np.ndarray,
+    hashed: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_sketch_groups` of single requests: row ``r`` is one request at ``times[r]``
+    with the hash ``hashes[r]`` where ``hashed[r]``. Each group gets its first row, its
+    number of rows, the span's bounds and the sketch as list offsets and values.
+
+    Reading two arrays per row where the general case reads six halves the time:
+    rows are visited in key order, so each read is a cache miss.
+    """
+    starts = _group_starts(key)
+    groups = len(starts) - 1
+    head = np.empty(groups, np.int64)
+    rows = np.empty(groups, np.int64)
+    first_out = np.empty(groups, np.int64)
+    last_out = np.empty(groups, np.int64)
+    out_offsets = np.empty(groups + 1, np.int64)
+    out = np.empty(len(order), np.uint64)
+    buf = np.empty(len(order), np.uint64)
+    used = 0
+    for g in range(groups):
+        r = order[starts[g]]
+        head[g] = r
+        rows[g] = starts[g + 1] - starts[g]
+        lo = hi = times[r]
+        c = 0
+        for i in range(starts[g], starts[g + 1]):
+            r = order[i]
+            lo = min(lo, times[r])
+            hi = max(hi, times[r])
+            if hashed[r]:
+                buf[c] = hashes[r]
+                c += 1
+        first_out[g], last_out[g] = lo, hi
+        out_offsets[g] = used
+        used = _bottom_k(buf, c, k, out, used)
+    out_offsets[groups] = used
+    return head, rows, first_out, last_out, out_offsets, out[:used]
+
+
+@compiled
+def _group_starts(key: np.ndarray) -> np.ndarray:
+    """Where each run of equal ``key`` values starts, and one more entry: ``len(key)``."""
+    m = len(key)
+    starts = np.empty(m + 1, np.int64)
+    groups = 0
+    for i in range(m):
+        if i == 0 or key[i] != key[i - 1]:
+            starts[groups] = i
+            groups += 1
+    starts[groups] = m
+    return starts[: groups + 1]
+
+
+@compiled
+def _bottom_k(buf: np.ndarray, c: int, k: int, out: np.ndarray, used: int) -> int:
+    """The ``k`` smallest distinct of ``buf[:c]`` (which it sorts), ascending, written to
+    ``out`` from ``used``; returns where they end."""
+    if c > 32:
+        buf[:c] = np.sort(buf[:c])
+    else:  # insertion sort: most groups hold a handful of hashes
+        for i in range(1, c):
+            v = buf[i]
+            j = i - 1
+            while j >= 0 and buf[j] > v:
+                buf[j + 1] = buf[j]
+                j -= 1
+            buf[j + 1] = v
+    taken = 0
+    for i in range(c):
+        if taken == k:
+            break
+        if i == 0 or buf[i] != buf[i - 1]:
+            out[used] = buf[i]
+            used += 1
+            taken += 1
+    return used
+
+
 def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One int64 per row that is equal exactly when the ``keys`` columns are (integer,
-    date, text or categorical columns), and the rows in an order that brings equal ones together.
+    """The rows in an order that brings equal ``keys`` (integer, date, text or categorical
+    columns) together, and for each of them in that order an int64 that is equal exactly
+    when the keys are: ``(key[order], order)``, ``key`` ascending.
 
     Category codes are read in place and folded into the key by compiled passes:
     the key is the only array of the rows' length made on the way.
@@ -209,14 +272,12 @@ def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np
         key = np.zeros(frame.height, dtype=np.int64)
         for values, low, size in codes:
             _fold(key, values, low, size)
-        return key, argsort_keys(key)
+        return sort_with_order(key)
     # Too wide to pack: number the distinct combinations instead.
     order = np.lexsort([values for values, _, _ in reversed(codes)])
     stacked = np.stack([values[order] for values, _, _ in codes])
     change = np.concatenate([[True], (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)])
-    key = np.empty(frame.height, dtype=np.int64)
-    key[order] = np.cumsum(change)
-    return key, order
+    return np.cumsum(change), order
 
 
 @compiled
@@ -550,20 +611,25 @@ def _template_usage(rows: pl.DataFrame, day: Sequence[str]) -> pl.DataFrame:
     ``_ph``): the group-by with a bottom-k sketch of the prompt hashes (nulls left out),
     done in one sorted pass.
     """
-    times = rows.get_column("timestamp").to_physical().to_numpy()
+    keys = [*day, "account_id", "value"]
+    key, order = _group_key(rows, keys)
     hashes = rows.get_column("_ph")
-    offsets = np.zeros(rows.height + 1, dtype=np.int64)
-    np.cumsum(hashes.is_not_null().to_numpy(), out=offsets[1:])
-    usage = _sketched_usage(
-        rows,
-        [*day, "account_id", "value"],
-        np.ones(rows.height, dtype=np.int64),
-        times,
-        times,
-        offsets,
-        hashes.drop_nulls().to_numpy(),
+    head, n, first, last, offsets, sketches = _sketch_requests(
+        key,
+        order,
+        rows.get_column("timestamp").to_physical().to_numpy(),
+        hashes.fill_null(0).to_numpy(),
+        hashes.is_not_null().to_numpy(),
+        SKETCH_SIZE,
     )
-    return usage.with_columns(kind=pl.lit("template", pl.Categorical()))
+    when = pl.Datetime("us", "UTC")
+    return rows.select(keys)[head].with_columns(
+        pl.Series("n_requests", n),
+        pl.Series("first_seen", first).cast(when),
+        pl.Series("last_seen", last).cast(when),
+        _list_series("variants", offsets, sketches),
+        kind=pl.lit("template", pl.Categorical()),
+    )
 
 
 BATCH_ROWS = 1_000_000

@@ -104,14 +104,26 @@ def sort_keys(keys: np.ndarray, spare: np.ndarray | None = None) -> np.ndarray:
 def argsort_keys(keys: np.ndarray) -> np.ndarray:
     """``np.argsort(keys, kind="stable")`` for integer keys: each key packed with its
     position in one 64-bit word and those sorted by their digits, when they fit."""
+    return sort_with_order(keys)[1]
+
+
+def sort_with_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.sort(keys)`` as int64 and ``np.argsort(keys, kind="stable")``, from one sort:
+    each key packed with its position in one 64-bit word and those sorted by their
+    digits, when they fit (``keys`` stay as they are)."""
     n = len(keys)
     if n < 2:
-        return np.arange(n, dtype=np.int64)
-    unsigned, _ = _unsigned(keys.astype(np.int64))  # a copy: keys stay as they are
+        return keys.astype(np.int64), np.arange(n, dtype=np.int64)
+    unsigned, flip = _unsigned(keys.astype(np.int64))  # a copy: keys stay as they are
     pos_bits = (n - 1).bit_length()
     key_bits = int(unsigned.max()).bit_length()
     if key_bits + pos_bits > 64:
-        return np.argsort(keys, kind="stable")
+        order = np.argsort(keys, kind="stable")
+        return keys[order].astype(np.int64), order
     packed = (unsigned << np.uint64(pos_bits)) | np.arange(n, dtype=np.uint64)
-    order = _radix_sort(packed, key_bits + pos_bits, _blocks(n), np.empty_like(packed))
-    return (order & np.uint64((1 << pos_bits) - 1)).view(np.int64)
+    words = _radix_sort(packed, key_bits + pos_bits, _blocks(n), np.empty_like(packed))
+    order = (words & np.uint64((1 << pos_bits) - 1)).view(np.int64)
+    words >>= np.uint64(pos_bits)
+    if flip:
+        words ^= _SIGN
+    return words.view(np.int64), order
