@@ -187,9 +187,17 @@ def _peel(groups: list[list[int]], edges: pl.DataFrame, opt: ClusterOptions) -> 
         keep = nxt
     big_set = set(big.to_list())
     out = [g for k, g in enumerate(groups) if k not in big_set]
-    for _, part in keep.sort("group", "idx").group_by("group", maintain_order=True):
-        out.append(part.get_column("idx").to_list())
+    out.extend(_runs(keep.get_column("idx").to_numpy(), keep.get_column("group").to_numpy()))
     return out
+
+
+def _runs(values: np.ndarray, keys: np.ndarray) -> list[list[int]]:
+    """``values`` grouped by ``keys``: a list per key in key order, each ascending (one
+    sort and a split, not a step per group)."""
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return [run.tolist() for run in np.split(values, cuts)] if len(values) else []
 
 
 def _connected(groups: list[list[int]], edges: pl.DataFrame, n: int) -> list[list[int]]:
@@ -203,10 +211,7 @@ def _connected(groups: list[list[int]], edges: pl.DataFrame, n: int) -> list[lis
     adj = sp.coo_matrix((np.ones(int(inside.sum())), (i[inside], j[inside])), shape=(n, n))
     _, comp = connected_components(adj, directed=False)
     members = np.flatnonzero(label >= 0)
-    parts = pl.DataFrame({"idx": members, "comp": comp[members]}).sort("comp", "idx")
-    return [
-        part.get_column("idx").to_list() for _, part in parts.group_by("comp", maintain_order=True)
-    ]
+    return _runs(members, comp[members])
 
 
 @compiled
