@@ -397,12 +397,13 @@ def _member_links(links: Links, members: pl.DataFrame) -> pl.DataFrame:
     """Per member: its links inside its cluster and the kinds of its strongest link."""
     e = links.edges
     wcols = [c for c in e.columns if c.startswith("w_")]
-    both = (
-        both_ends(e, "weight", *wcols)
-        .join(members, on="account_id")
-        .join(members.rename({"account_id": "other", "cluster_id": "oc"}), on="other")
-        .filter(pl.col("cluster_id") == pl.col("oc"))
+    # The links inside clusters, before each is turned to face both ways.
+    inside = (
+        e.join(members.rename({"account_id": "a"}), on="a")
+        .join(members.rename({"account_id": "b", "cluster_id": "cb"}), on="b")
+        .filter(pl.col("cluster_id") == pl.col("cb"))
     )
+    both = both_ends(inside, "weight", *wcols, "cluster_id")
     kinds_expr = pl.concat_str(
         [pl.when(pl.col(c) >= MEANINGFUL_LINK).then(pl.lit(c[2:])) for c in wcols],
         separator=",",
