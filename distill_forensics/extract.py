@@ -559,28 +559,6 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
         pl.col("org_id").min(),
         *[pl.col(c).min() for c in acct_cols],
     )
-    for kind, (base, to_value) in DERIVED_KINDS.items():
-        if base in log_kinds:
-            base_q = usage_qs[log_kinds.index(base)]
-            usage_qs.append(
-                base_q.select(
-                    *day,
-                    "account_id",
-                    to_value(pl.col("value").cast(pl.String)).cast(category).alias("value"),
-                    "n_requests",
-                    "first_seen",
-                    "last_seen",
-                )
-                .filter(pl.col("value").is_not_null())
-                .group_by(*day, "account_id", "value")
-                .agg(
-                    pl.col("n_requests").sum(),
-                    pl.col("first_seen").min(),
-                    pl.col("last_seen").max(),
-                    pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
-                )
-                .with_columns(kind=pl.lit(kind, category))
-            )
     usage_cols = [
         *day,
         "account_id",
@@ -593,9 +571,14 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
     ]
     # Ids, kinds and values stay categories while batches merge (see extract_parts).
     frames = pl.collect_all([*(q.select(usage_cols) for q in usage_qs), activity_q, accounts_q])
+    usage_frames = frames[: len(usage_qs)]
+    for kind, (base, to_value) in DERIVED_KINDS.items():
+        if base in log_kinds:
+            base_usage = usage_frames[log_kinds.index(base)]
+            usage_frames.append(_derived_usage(base_usage, kind, to_value).select(usage_cols))
     usage = (
-        pl.concat(frames[: len(usage_qs)])
-        if usage_qs
+        pl.concat(usage_frames)
+        if usage_frames
         else pl.DataFrame(schema={c: USAGE_SCHEMA.get(c, pl.Date()) for c in usage_cols})
     )
     accounts = frames[-1]
@@ -604,6 +587,35 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
             pl.lit(0, pl.Int64).alias(c) for c in ACCOUNT_COUNTERS if c not in accounts.columns
         )
     return Parts(usage, frames[-2], accounts, counts, ())
+
+
+def _derived_usage(
+    base: pl.DataFrame, kind: str, to_value: Callable[[pl.Expr], pl.Expr]
+) -> pl.DataFrame:
+    """Usage of a derived ``kind`` from its base kind's usage (``base``, grouped by its
+    keys, ``account_id`` and ``value``): the function is applied to each distinct base
+    value once (far fewer than usage rows) and joined back."""
+    category = pl.Categorical()
+    keys = [c for c in base.columns if c == "day"]
+    derived = (
+        base.select(pl.col("value").unique())
+        .with_columns(to_value(pl.col("value").cast(pl.String)).cast(category).alias("_derived"))
+        .filter(pl.col("_derived").is_not_null())
+    )
+    return (
+        base.lazy()
+        .join(derived.lazy(), on="value")
+        .group_by(*keys, "account_id", "_derived")
+        .agg(
+            pl.col("n_requests").sum(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
+        )
+        .rename({"_derived": "value"})
+        .with_columns(kind=pl.lit(kind, category))
+        .collect()
+    )
 
 
 def _template_usage(rows: pl.DataFrame, day: Sequence[str]) -> pl.DataFrame:
