@@ -668,9 +668,10 @@ class _Accumulator:
     """Aggregates batches as they arrive and merges the parts as they pile up.
 
     Each part is split into account shards; a shard's pending parts are merged
-    into it once they outgrow it (and a floor near ``MERGE_ROWS / MERGE_SHARDS``,
-    staggered by shard), so merging costs about twice the final evidence and
-    never holds more than one shard's worth of intermediate groups. Freed C-heap
+    into it once they outgrow half of it (and a floor near ``MERGE_ROWS /
+    MERGE_SHARDS``, staggered by shard), so a long run holds at most half again
+    the merged evidence in pending groups, and never more than one shard's worth
+    of intermediate groups while merging. Freed C-heap
     pages go back to the system after a merge once glibc counts more than
     ``MERGE_KEEP_FREE`` bytes free.
     """
@@ -699,7 +700,7 @@ class _Accumulator:
             self.pending[shard].append(piece)
             size = sum(p.usage.height for p in self.pending[shard])
             merged = self.merged[shard]
-            if size >= max(self.floor[shard], merged.usage.height if merged else 0):
+            if size >= max(self.floor[shard], merged.usage.height // 2 if merged else 0):
                 self._merge_pending(shard)
 
     def _merge_pending(self, shard: int) -> None:
@@ -752,7 +753,7 @@ def extract_parts(
     """Aggregate the rows of ``source`` in one streaming pass over the input.
 
     Rows arrive in batches of about ``batch_rows``; each batch is aggregated into
-    parts, and parts are merged whenever the pending ones outgrow what is
+    parts, and parts are merged whenever the pending ones outgrow half of what is
     already merged, so memory stays near the size of the evidence whatever the
     number of rows or files, and each row is read and parsed once.
     """
