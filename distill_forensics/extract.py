@@ -261,7 +261,7 @@ def _group_key(frame: pl.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np
         if column.dtype == pl.String:
             column = column.cast(pl.Categorical())
         physical = column.to_physical()
-        if physical.null_count():
+        if physical.null_count() or physical.dtype == pl.UInt64:
             physical = physical.cast(pl.Int64).fill_null(-1)
         values = physical.to_numpy()
         low, high = _bounds(values) if len(values) else (0, 0)
@@ -648,7 +648,8 @@ BATCH_ROWS = 1_000_000
 """Rows aggregated at a time: memory follows the batch and the evidence, not the input."""
 
 MERGE_ROWS = 6_000_000
-"""Usage rows of batch parts held before they are merged (then held to at least the merged size)."""
+"""Usage rows of batch parts held before they are merged (then held to at least half the
+merged size)."""
 
 RowsRead = Callable[[int], None]
 """Called with the number of rows read so far, as extraction goes."""
@@ -671,9 +672,8 @@ class _Accumulator:
     into it once they outgrow half of it (and a floor near ``MERGE_ROWS /
     MERGE_SHARDS``, staggered by shard), so a long run holds at most half again
     the merged evidence in pending groups, and never more than one shard's worth
-    of intermediate groups while merging. Freed C-heap
-    pages go back to the system after a merge once glibc counts more than
-    ``MERGE_KEEP_FREE`` bytes free.
+    of intermediate groups while merging. Freed C-heap pages go back to the
+    system after a merge once glibc counts more than ``MERGE_KEEP_FREE`` bytes free.
     """
 
     def __init__(self, log_kinds: Sequence[str], by_day: bool, on_rows: RowsRead | None) -> None:
@@ -855,7 +855,8 @@ def _merge(parts: Sequence[Parts], keys: Sequence[str] = ()) -> Parts:
     if len(parts) == 1:
         return parts[0]
     activity = (
-        pl.concat([p.activity for p in parts])
+        # Activity is categorical from extraction and text from an evidence store.
+        pl.concat([p.activity for p in parts], how="vertical_relaxed")
         .lazy()
         .group_by("account_id", "slot")
         .agg(pl.col("n").sum().cast(pl.Int32))
@@ -902,7 +903,7 @@ def finish(parts: Parts) -> Evidence:
     if "day" in usage_logs.columns:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
-    # Log kinds stay categories until sorted (see _sorted_by_text).
+    # Values and account ids stay categories until sorted (see _sorted_by_text).
     size = dict(usage_logs.get_column("kind").value_counts().cast({"kind": pl.String}).iter_rows())
     # The kind is the same text on every row of a table: a literal, not a cast per row.
     tables: dict[str, pl.LazyFrame] = {

@@ -455,6 +455,17 @@ def test_sorting_by_text_ranks_is_sorting_by_text(rows, as_categories):
     assert by_slot.schema == frame.schema
 
 
+def test_sorting_with_nulls_falls_back_and_still_gives_text():
+    frame = pl.DataFrame(
+        {"value": ["b", None, "a"], "account_id": ["x", "y", "z"]},
+        schema_overrides={"value": pl.Categorical(), "account_id": pl.Categorical()},
+    )
+    got = _sorted_by_text(frame, ["value", "account_id"])
+    expected = frame.sort("value", "account_id").with_columns(pl.all().cast(pl.String))
+    assert got.equals(expected)
+    assert got.schema == pl.Schema({"value": pl.String(), "account_id": pl.String()})
+
+
 # ---------------------------------------------------------------------------
 # Determinism
 

@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 from distill_forensics.cluster import bridge_links
 from distill_forensics.extract import (
     SKETCH_SIZE,
+    _derived_usage,
     _group_key,
     _merge_usage,
     _template_usage,
@@ -38,7 +39,8 @@ from distill_forensics.link import (
     _signature_orders,
 )
 from distill_forensics.louvain import louvain_communities
-from distill_forensics.radix import argsort_keys, sort_keys
+from distill_forensics.normalize import ip_network
+from distill_forensics.radix import argsort_keys, sort_keys, sort_with_order
 
 
 @settings(deadline=None)
@@ -56,6 +58,9 @@ def test_radix_sorts_are_numpys(values):
     keys = np.array(values, dtype=np.int64)
     assert np.array_equal(sort_keys(keys.copy()), np.sort(keys))
     assert np.array_equal(argsort_keys(keys), np.argsort(keys, kind="stable"))
+    in_order, order = sort_with_order(keys)
+    assert np.array_equal(in_order, np.sort(keys))
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
 
 
 @pytest.mark.parametrize(
@@ -69,6 +74,8 @@ def test_radix_sorts_of_many_blocks_are_numpys(n, high):
     assert np.array_equal(order, np.argsort(keys, kind="stable"))
     assert np.array_equal(sort_keys(keys.copy()), np.sort(keys))
     assert np.array_equal(argsort_keys(keys.astype(np.int32) if high < 2**31 else keys), order)
+    in_order, same_order = sort_with_order(keys)
+    assert np.array_equal(in_order, np.sort(keys)) and np.array_equal(same_order, order)
 
 
 @pytest.mark.parametrize("high", [2**6, 2**20, 2**40])
@@ -493,6 +500,67 @@ def test_template_usage_of_a_batch_matches_polars_sketch(rows):
     )
     keys = ["account_id", "value"]
     assert_frame_equal(_in_key_order(got, keys), _in_key_order(expected, keys))
+
+
+@pytest.mark.parametrize("by_day", [False, True])
+@pytest.mark.parametrize("rows", [0, 40])
+def test_derived_usage_is_the_group_by_of_each_rows_derived_value(by_day, rows):
+    """Networks from address usage: the function of each distinct address, joined back,
+    grouped as applying it to every row would; addresses with no network drop out."""
+    rng = np.random.default_rng(rows)
+    addresses = ["10.0.0.1", "10.0.0.7", "10.0.1.2", "2001:db8:abcd:12::1", "2001:db8:abcd::9", "bad"]
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    seen = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 10_000, rows)]
+    base = pl.DataFrame(
+        {
+            "day": [dt.date(2026, 1, 1 + int(d)) for d in rng.integers(0, 2, rows)],
+            "account_id": [f"a{int(a)}" for a in rng.integers(0, 4, rows)],
+            "kind": ["ip"] * rows,
+            "value": [addresses[int(v)] for v in rng.integers(0, len(addresses), rows)],
+            "n_requests": rng.integers(1, 9, rows),
+            "first_seen": seen,
+            "last_seen": [t + dt.timedelta(minutes=5) for t in seen],
+            "variants": [None] * rows,
+        },
+        schema_overrides={
+            "day": pl.Date(),
+            "account_id": pl.Categorical(),
+            "kind": pl.Categorical(),
+            "value": pl.Categorical(),
+            "n_requests": pl.Int64(),
+            "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC"),
+            "variants": pl.List(pl.UInt64()),
+        },
+    )
+    if not by_day:
+        base = base.drop("day")
+    day = ["day"] if by_day else []
+    got = _derived_usage(base, "net", ip_network)
+    expected = (
+        base.lazy()
+        .select(
+            *day,
+            "account_id",
+            ip_network(pl.col("value").cast(pl.String)).cast(pl.Categorical()).alias("value"),
+            "n_requests",
+            "first_seen",
+            "last_seen",
+        )
+        .filter(pl.col("value").is_not_null())
+        .group_by(*day, "account_id", "value")
+        .agg(
+            pl.col("n_requests").sum(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
+        )
+        .with_columns(kind=pl.lit("net", pl.Categorical()))
+        .collect()
+    )
+    keys = [*day, "account_id", "value"]
+    assert_frame_equal(_in_key_order(got, keys), _in_key_order(expected, keys))
+    assert (rows > 0) == (got.height > 0)
 
 
 def test_group_key_numbers_rows_too_wide_to_pack():
