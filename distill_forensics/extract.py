@@ -316,12 +316,27 @@ def _sketched_usage(
     head, _, n_out, first_out, last_out, out_offsets, out = _sketch_groups(
         key, order, offsets, hashes, n, first, last, SKETCH_SIZE
     )
+    return _usage_groups(frame, keys, head, n_out, first_out, last_out, out_offsets, out)
+
+
+def _usage_groups(
+    frame: pl.DataFrame,
+    keys: Sequence[str],
+    head: np.ndarray,
+    n: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    offsets: np.ndarray,
+    sketches: np.ndarray,
+) -> pl.DataFrame:
+    """Usage rows of groups: the ``keys`` of each group's first row (``head``), its
+    requests, first and last seen (as UTC times) and its sketch (list offsets and values)."""
     when = pl.Datetime("us", "UTC")
     return frame.select(keys)[head].with_columns(
-        pl.Series("n_requests", n_out),
-        pl.Series("first_seen", first_out).cast(when),
-        pl.Series("last_seen", last_out).cast(when),
-        _list_series("variants", out_offsets, out),
+        pl.Series("n_requests", n),
+        pl.Series("first_seen", first).cast(when),
+        pl.Series("last_seen", last).cast(when),
+        _list_series("variants", offsets, sketches),
     )
 
 
@@ -634,13 +649,8 @@ def _template_usage(rows: pl.DataFrame, day: Sequence[str]) -> pl.DataFrame:
         hashes.is_not_null().to_numpy(),
         SKETCH_SIZE,
     )
-    when = pl.Datetime("us", "UTC")
-    return rows.select(keys)[head].with_columns(
-        pl.Series("n_requests", n),
-        pl.Series("first_seen", first).cast(when),
-        pl.Series("last_seen", last).cast(when),
-        _list_series("variants", offsets, sketches),
-        kind=pl.lit("template", pl.Categorical()),
+    return _usage_groups(rows, keys, head, n, first, last, offsets, sketches).with_columns(
+        kind=pl.lit("template", pl.Categorical())
     )
 
 

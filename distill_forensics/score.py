@@ -274,11 +274,8 @@ def score(
     tf = _template_features(evidence, members)
 
     e = links.edges
-    edge_members = (
-        e.join(members.rename({"account_id": "a"}), on="a")
-        .join(members.rename({"account_id": "b", "cluster_id": "cb"}), on="b")
-        .filter(pl.col("cluster_id") == pl.col("cb"))
-    )
+    inside = _links_inside(e, members)
+    edge_members = inside
     wcols = [c for c in e.columns if c.startswith("w_")]
     if "org_id" in cols:
         orgs = acc.select("account_id", "org_id")
@@ -379,7 +376,7 @@ def score(
             "pivoted",
         )
         .join(clusters.select("cluster_id", "rank", "score", "suspected"), on="cluster_id")
-        .join(_member_links(links, members), on="account_id", how="left")
+        .join(_member_links(inside), on="account_id", how="left")
         .sort("rank", "account_id")
         .select(
             "account_id",
@@ -393,17 +390,20 @@ def score(
     return clusters, member_out
 
 
-def _member_links(links: Links, members: pl.DataFrame) -> pl.DataFrame:
-    """Per member: its links inside its cluster and the kinds of its strongest link."""
-    e = links.edges
-    wcols = [c for c in e.columns if c.startswith("w_")]
-    # The links inside clusters, before each is turned to face both ways.
-    inside = (
-        e.join(members.rename({"account_id": "a"}), on="a")
+def _links_inside(edges: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """The links between members of one cluster, with that ``cluster_id``."""
+    return (
+        edges.join(members.rename({"account_id": "a"}), on="a")
         .join(members.rename({"account_id": "b", "cluster_id": "cb"}), on="b")
         .filter(pl.col("cluster_id") == pl.col("cb"))
     )
-    both = both_ends(inside, "weight", *wcols, "cluster_id")
+
+
+def _member_links(inside: pl.DataFrame) -> pl.DataFrame:
+    """Per member: its links inside its cluster (``inside``, see :func:`_links_inside`) and
+    the kinds of its strongest link."""
+    wcols = [c for c in inside.columns if c.startswith("w_")]
+    both = both_ends(inside, "weight", *wcols)
     kinds_expr = pl.concat_str(
         [pl.when(pl.col(c) >= MEANINGFUL_LINK).then(pl.lit(c[2:])) for c in wcols],
         separator=",",
