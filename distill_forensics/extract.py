@@ -130,21 +130,14 @@ def _sketch_groups(
     bottom-k sketch of its hashes (the ``k`` smallest distinct, ascending) as list
     offsets and values.
     """
-    starts = _group_starts(key)
-    groups = len(starts) - 1
-    head = np.empty(groups, np.int64)
-    rows = np.empty(groups, np.int64)
+    starts, head, rows, first_out, last_out, out_offsets = _groups_of(key, order)
+    groups = len(head)
     n_out = np.empty(groups, np.int64)
-    first_out = np.empty(groups, np.int64)
-    last_out = np.empty(groups, np.int64)
-    out_offsets = np.empty(groups + 1, np.int64)
     out = np.empty(min(len(hashes), groups * k), np.uint64)
     buf = np.empty(len(hashes), np.uint64)
     used = 0
     for g in range(groups):
-        r = order[starts[g]]
-        head[g] = r
-        rows[g] = starts[g + 1] - starts[g]
+        r = head[g]
         total, lo, hi, c = 0, first[r], last[r], 0
         for i in range(starts[g], starts[g + 1]):
             r = order[i]
@@ -177,20 +170,13 @@ def _sketch_requests(
     Reading two arrays per row where the general case reads six halves the time:
     rows are visited in key order, so each read is a cache miss.
     """
-    starts = _group_starts(key)
-    groups = len(starts) - 1
-    head = np.empty(groups, np.int64)
-    rows = np.empty(groups, np.int64)
-    first_out = np.empty(groups, np.int64)
-    last_out = np.empty(groups, np.int64)
-    out_offsets = np.empty(groups + 1, np.int64)
+    starts, head, rows, first_out, last_out, out_offsets = _groups_of(key, order)
+    groups = len(head)
     out = np.empty(len(order), np.uint64)
     buf = np.empty(len(order), np.uint64)
     used = 0
     for g in range(groups):
-        r = order[starts[g]]
-        head[g] = r
-        rows[g] = starts[g + 1] - starts[g]
+        r = head[g]
         lo = hi = times[r]
         c = 0
         for i in range(starts[g], starts[g + 1]):
@@ -208,8 +194,12 @@ def _sketch_requests(
 
 
 @compiled
-def _group_starts(key: np.ndarray) -> np.ndarray:
-    """Where each run of equal ``key`` values starts, and one more entry: ``len(key)``."""
+def _groups_of(
+    key: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of equal sorted ``key`` values, for the sketch kernels: where each starts
+    (and one more entry, ``len(key)``), its first row in ``order``, its number of rows,
+    and the arrays the kernels fill per group (first, last, list offsets)."""
     m = len(key)
     starts = np.empty(m + 1, np.int64)
     groups = 0
@@ -218,7 +208,18 @@ def _group_starts(key: np.ndarray) -> np.ndarray:
             starts[groups] = i
             groups += 1
     starts[groups] = m
-    return starts[: groups + 1]
+    starts = starts[: groups + 1]
+    head = np.empty(groups, np.int64)
+    rows = np.empty(groups, np.int64)
+    for g in range(groups):
+        head[g] = order[starts[g]]
+        rows[g] = starts[g + 1] - starts[g]
+    first, last, offsets = (
+        np.empty(groups, np.int64),
+        np.empty(groups, np.int64),
+        np.empty(groups + 1, np.int64),
+    )
+    return starts, head, rows, first, last, offsets
 
 
 @compiled
@@ -1038,8 +1039,13 @@ def _sorted_by_text(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
             return _sorted_as_text(frame, by, categories)
         key = key * size + rank
     order = argsort_keys(key)
-    return frame[order].with_columns(
-        distinct.gather(rank[order]).alias(name) for name, (rank, distinct) in texts.items()
+    # The category columns are rebuilt as text, so only the others are gathered.
+    return (
+        frame.drop(list(texts))[order]
+        .with_columns(
+            distinct.gather(rank[order]).alias(name) for name, (rank, distinct) in texts.items()
+        )
+        .select(frame.columns)
     )
 
 
