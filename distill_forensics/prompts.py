@@ -107,13 +107,21 @@ def template_key_regex(prompt: pl.Expr) -> pl.Expr:
 
 @compiled
 def _template_keys_ascii(
-    offsets: np.ndarray, data: np.ndarray, valid: np.ndarray, chars: int, words: int
+    offsets: np.ndarray,
+    data: np.ndarray,
+    valid: np.ndarray,
+    known_ascii: np.ndarray,
+    chars: int,
+    words: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Template keys of the prompts whose first ``chars`` characters are ASCII.
 
     Returns the keys' offsets and bytes, whether each row has a key, and which
     rows are not ASCII in their opening (left for the regular expressions).
+    Rows marked in ``known_ascii`` (empty when none are) are all ASCII: their
+    opening is not checked again.
     """
+    known = len(known_ascii) > 0
     n = len(offsets) - 1
     room = 0
     for r in range(n):
@@ -128,10 +136,11 @@ def _template_keys_ascii(
         if not valid[r]:
             continue
         k, stop = offsets[r], min(offsets[r + 1], offsets[r] + chars)
-        for q in range(k, stop):
-            if data[q] >= 128:
-                other[r] = True
-                break
+        if not (known and known_ascii[r]):
+            for q in range(k, stop):
+                if data[q] >= 128:
+                    other[r] = True
+                    break
         if other[r]:
             continue
         row_start = pos
@@ -184,10 +193,21 @@ def _template_keys(prompts: pl.Series) -> pl.Series:
 
 
 def _keys_of(
-    prompts: pl.Series, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray
+    prompts: pl.Series,
+    offsets: np.ndarray,
+    data: np.ndarray,
+    valid: np.ndarray,
+    known_ascii: np.ndarray | None = None,
 ) -> pl.Series:
+    """Template keys of ``prompts`` from their bytes; ``known_ascii`` marks rows known to
+    be all ASCII (see :func:`_template_keys_ascii`)."""
     out_offsets, out, has_key, other = _template_keys_ascii(
-        offsets, data, valid, TEMPLATE_CHARS, TEMPLATE_WORDS
+        offsets,
+        data,
+        valid,
+        np.zeros(0, np.bool_) if known_ascii is None else known_ascii,
+        TEMPLATE_CHARS,
+        TEMPLATE_WORDS,
     )
     keys = pa.LargeStringArray.from_buffers(
         len(valid),
@@ -217,8 +237,11 @@ def prompt_features(prompt: pl.Expr) -> pl.Expr:
 
 def _prompt_features(prompts: pl.Series) -> pl.Series:
     buffers = string_buffers(prompts)
-    keys = _keys_of(prompts, *buffers)
-    return pl.DataFrame([keys, *_flags_of(prompts, *buffers)]).to_struct(prompts.name)
+    # The capability scan reads every byte, so it learns which prompts are all
+    # ASCII; the template keys need not check their openings again.
+    flags, other = _flags_of(prompts, *buffers)
+    keys = _keys_of(prompts, *buffers, buffers[2] & ~other)
+    return pl.DataFrame([keys, *flags]).to_struct(prompts.name)
 
 
 # ---------------------------------------------------------------------------
@@ -348,16 +371,20 @@ def _literal(tokens: list[str], pattern: str) -> _Literal:
 class _Trie(NamedTuple):
     """Every pattern's literals in a trie over byte classes: the scan's arguments, in order.
 
-    ``child[state, byte_class[byte]]`` is the next state or -1; ``trigram`` marks
-    the three-class openings of literals (6 bits per class); ``plain[state]``
-    holds the classes whose plain literals end at ``state``; ``out_ptr`` and
-    ``out_ids`` list the literals with conditions (word boundaries, whitespace
-    and a tail) that end there, described by the ``lit_*`` arrays.
+    ``child[state, byte_class[byte]]`` is the next state or -1. ``trigram``
+    numbers the three-class openings of literals (6 bits per class; 0 for none)
+    and ``opening[number - 1]`` is the state they lead to. ``reach[state]``
+    holds the classes of the literals at or below ``state``; ``plain[state]``
+    those whose plain literals end there; ``out_ptr`` and ``out_ids`` list the
+    literals with conditions (word boundaries, whitespace and a tail) that end
+    there, described by the ``lit_*`` arrays.
     """
 
     byte_class: np.ndarray
     child: np.ndarray
     trigram: np.ndarray
+    opening: np.ndarray
+    reach: np.ndarray
     plain: np.ndarray
     out_ptr: np.ndarray
     out_ids: np.ndarray
@@ -382,30 +409,52 @@ def _trie() -> _Trie:
     alphabet = sorted({ch for _, lit in literals for ch in lit.head})
     if len(alphabet) >= 1 << _CLASS_BITS or min(len(lit.head) for _, lit in literals) < 3:
         raise ValueError("capability literals need at least 3 characters from at most 63")
-    byte_class = np.zeros(256, dtype=np.int64)
+    if len(CAPABILITY_PATTERNS) > 8:
+        raise ValueError("at most 8 capability classes (one bit each in a byte)")
+    byte_class = np.zeros(256, dtype=np.uint8)
     for c, ch in enumerate(alphabet, start=1):
         byte_class[ord(ch)] = c
         byte_class[ord(ch.upper())] = c
     goto: list[dict[int, int]] = [{}]
     ends: list[list[int]] = [[]]
-    for n, (_, lit) in enumerate(literals):
+    reach = [0]
+    for n, (bit, lit) in enumerate(literals):
         state = 0
+        reach[state] |= 1 << bit
         for ch in lit.head:
             c = int(byte_class[ord(ch)])
             if c not in goto[state]:
                 goto.append({})
                 ends.append([])
+                reach.append(0)
                 goto[state][c] = len(goto) - 1
             state = goto[state][c]
+            reach[state] |= 1 << bit
         ends[state].append(n)
-    child = np.full((len(goto), len(alphabet) + 1), -1, dtype=np.int32)
+    # Few states: small entries keep the table in the cache while rows are scanned.
+    child = np.full(
+        (len(goto), len(alphabet) + 1), -1, dtype=np.int16 if len(goto) < 1 << 15 else np.int32
+    )
     for state, edges in enumerate(goto):
         for c, nxt in edges.items():
             child[state, c] = nxt
-    trigram = np.zeros(1 << 3 * _CLASS_BITS, dtype=np.uint8)
+    # Every literal has at least three characters, so none ends above the state its
+    # opening leads to: the scan starts its walk there.
+    openings: dict[int, int] = {}
     for _, lit in literals:
-        a, b, c = (int(byte_class[ord(ch)]) for ch in lit.head[:3])
-        trigram[(a << 2 * _CLASS_BITS) | (b << _CLASS_BITS) | c] = 1
+        key, state = 0, 0
+        for ch in lit.head[:3]:
+            c = int(byte_class[ord(ch)])
+            key = (key << _CLASS_BITS) | c
+            state = goto[state][c]
+        openings[key] = state
+    if len(openings) > 255:
+        raise ValueError("at most 255 three-character openings of capability literals")
+    trigram = np.zeros(1 << 3 * _CLASS_BITS, dtype=np.uint8)
+    opening = np.zeros(len(openings), dtype=np.int64)
+    for number, (key, state) in enumerate(sorted(openings.items()), start=1):
+        trigram[key] = number
+        opening[number - 1] = state
     plain = np.zeros(len(goto), dtype=np.uint8)
     special: list[list[int]] = [[] for _ in goto]
     for state, here in enumerate(ends):
@@ -420,6 +469,8 @@ def _trie() -> _Trie:
         byte_class=byte_class,
         child=child,
         trigram=trigram,
+        opening=opening,
+        reach=np.array(reach, dtype=np.uint8),
         plain=plain,
         out_ptr=np.cumsum([0, *(len(s) for s in special)]).astype(np.int64),
         out_ids=np.array([n for s in special for n in s], dtype=np.int64),
@@ -439,6 +490,8 @@ def _scan_ascii(
     byte_class: np.ndarray,
     child: np.ndarray,
     trigram: np.ndarray,
+    opening: np.ndarray,
+    reach: np.ndarray,
     plain: np.ndarray,
     out_ptr: np.ndarray,
     out_ids: np.ndarray,
@@ -452,7 +505,8 @@ def _scan_ascii(
 
     A rolling key of the last three byte classes is looked up in ``trigram``;
     only where a literal can start (a few positions in a hundred) is the trie
-    walked.
+    walked, from the state the opening leads to, and only while a class not
+    found yet lies below.
     """
     n = len(offsets) - 1
     bits = np.zeros(n, dtype=np.uint8)
@@ -464,18 +518,19 @@ def _scan_ascii(
             for k in range(start, stop):
                 other[r] |= data[k] >= 128
             continue
-        key = (byte_class[data[start]] << _CLASS_BITS) | byte_class[data[start + 1]]
+        key = (np.int64(byte_class[data[start]]) << _CLASS_BITS) | byte_class[data[start + 1]]
         high = data[start] | data[start + 1]
         found = 0
         for first in range(start, stop - 2):
             byte = data[first + 2]
             high |= byte
             key = ((key << _CLASS_BITS) & mask) | byte_class[byte]
-            if trigram[key] == 0:
+            number = trigram[key]
+            if number == 0:
                 continue
-            state = child[0, byte_class[data[first]]]
-            k = first
-            while state >= 0:
+            state = opening[number - 1]
+            k = first + 2
+            while reach[state] & ~found:
                 found |= plain[state]
                 for q in range(out_ptr[state], out_ptr[state + 1]):
                     lit = out_ids[q]
@@ -495,7 +550,9 @@ def _scan_ascii(
                 k += 1
                 if k == stop:
                     break
-                state = child[state, byte_class[data[k]]]
+                state = np.int64(child[state, byte_class[data[k]]])
+                if state < 0:
+                    break
         if high >= 128:
             other[r] = True
         else:
@@ -543,13 +600,14 @@ def _word_byte(c: int) -> bool:
 
 def _capability_flags(prompts: pl.Series) -> pl.Series:
     """:func:`capability_flags` of a column of prompts."""
-    flags = _flags_of(prompts, *string_buffers(prompts))
+    flags, _ = _flags_of(prompts, *string_buffers(prompts))
     return pl.DataFrame(flags).to_struct(prompts.name)
 
 
 def _flags_of(
     prompts: pl.Series, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray
-) -> list[pl.Series]:
+) -> tuple[list[pl.Series], np.ndarray]:
+    """Capability flags of ``prompts`` from their bytes, and which rows are not all ASCII."""
     bits, other = _scan_ascii(offsets, data, valid, *_trie())
     missing = ~valid
     flags = [
@@ -563,4 +621,4 @@ def _flags_of(
             for name, pattern in CAPABILITY_PATTERNS.items()
         )
         flags = [f.scatter(rows, slow.get_column(f.name)) for f in flags]
-    return flags
+    return flags, other
