@@ -534,7 +534,10 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
     # Account ids and values as categories: the group-bys key on integers, and
     # the parts held for merging store each distinct text once.
     category = pl.Categorical()
-    good_rows = batch.filter(pl.col("_bad").is_null()).with_columns(
+    # Most batches have no unusable row: filtering would copy every column for nothing.
+    bad = batch.get_column("_bad")
+    usable = batch.filter(bad.is_null()) if bad.null_count() < batch.height else batch
+    good_rows = usable.with_columns(
         pl.col("account_id").cast(category),
         *(pl.col(f"_v_{kind}").cast(category) for kind in log_kinds),
     )
