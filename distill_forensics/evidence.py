@@ -67,9 +67,7 @@ def write_evidence(
         )
         .collect()
     )
-    activity = parts.activity.with_columns(
-        pl.col("account_id").cast(pl.String), day=_day_of_slot()
-    )
+    activity = parts.activity.with_columns(pl.col("account_id").cast(pl.String), day=_day_of_slot())
     days = sorted(set(per_day_rows.get_column("day").to_list()))
     for day in days:
         counts = per_day_rows.filter(pl.col("day") == day).drop("day").row(0, named=True)

@@ -508,7 +508,14 @@ def test_derived_usage_is_the_group_by_of_each_rows_derived_value(by_day, rows):
     """Networks from address usage: the function of each distinct address, joined back,
     grouped as applying it to every row would; addresses with no network drop out."""
     rng = np.random.default_rng(rows)
-    addresses = ["10.0.0.1", "10.0.0.7", "10.0.1.2", "2001:db8:abcd:12::1", "2001:db8:abcd::9", "bad"]
+    addresses = [
+        "10.0.0.1",
+        "10.0.0.7",
+        "10.0.1.2",
+        "2001:db8:abcd:12::1",
+        "2001:db8:abcd::9",
+        "bad",
+    ]
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     seen = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 10_000, rows)]
     base = pl.DataFrame(
