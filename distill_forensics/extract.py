@@ -662,8 +662,12 @@ BATCH_ROWS = 1_000_000
 """Rows aggregated at a time: memory follows the batch and the evidence, not the input."""
 
 MERGE_ROWS = 6_000_000
-"""Usage rows of batch parts held before they are merged (then held to at least half the
-merged size)."""
+"""Usage rows of batch parts held before they are merged into merged parts (then held to
+at least half the merged size)."""
+
+FIRST_MERGE_ROWS = 24_000_000
+"""Usage rows of batch parts held before the first merge, when nothing is merged yet:
+merging early would merge the same groups again and again while the evidence grows."""
 
 RowsRead = Callable[[int], None]
 """Called with the number of rows read so far, as extraction goes."""
@@ -682,11 +686,13 @@ so once past it, every merge hands them back."""
 class _Accumulator:
     """Aggregates batches as they arrive and merges the parts as they pile up.
 
-    Each part is split into account shards; a shard's pending parts are merged
-    into it once they outgrow half of it (and a floor near ``MERGE_ROWS /
-    MERGE_SHARDS``, staggered by shard), so a long run holds at most half again
-    the merged evidence in pending groups, and never more than one shard's worth
-    of intermediate groups while merging. Freed C-heap pages go back to the
+    Each part is split into account shards. A shard's first merge waits for a
+    pending load near ``FIRST_MERGE_ROWS / MERGE_SHARDS``; after it, pending
+    parts are merged in once they outgrow half of the merged part (and a floor
+    near ``MERGE_ROWS / MERGE_SHARDS``). Both sizes are staggered by shard. So a
+    long run holds at most half again the merged evidence in pending groups, a
+    short one merges little more than once, and a merge never holds more than
+    one shard's worth of intermediate groups. Freed C-heap pages go back to the
     system after a merge once glibc counts more than ``MERGE_KEEP_FREE`` bytes free.
     """
 
@@ -698,9 +704,10 @@ class _Accumulator:
         # Shards fill at the same pace; smallest merge sizes spread over a doubling
         # (shard s from 2**(-s/MERGE_SHARDS) of the base) keep their merges apart, so
         # the shards never all hold a full pending load at once.
-        self.floor = [
-            int(MERGE_ROWS / MERGE_SHARDS * 2 ** (-s / MERGE_SHARDS)) for s in range(MERGE_SHARDS)
-        ]
+        self.first, self.floor = (
+            [int(rows / MERGE_SHARDS * 2 ** (-s / MERGE_SHARDS)) for s in range(MERGE_SHARDS)]
+            for rows in (FIRST_MERGE_ROWS, MERGE_ROWS)
+        )
         self.rows = 0
 
     def add(self, batch: pl.DataFrame) -> None:
@@ -714,7 +721,11 @@ class _Accumulator:
             self.pending[shard].append(piece)
             size = sum(p.usage.height for p in self.pending[shard])
             merged = self.merged[shard]
-            if size >= max(self.floor[shard], merged.usage.height // 2 if merged else 0):
+            if merged is None:
+                limit = self.first[shard]
+            else:
+                limit = max(self.floor[shard], merged.usage.height // 2)
+            if size >= limit:
                 self._merge_pending(shard)
 
     def _merge_pending(self, shard: int) -> None:

@@ -181,6 +181,36 @@ def test_batched_extraction_is_exact(tmp_path):
     assert (whole.rows, whole.malformed) == (buckets.rows, buckets.malformed)
 
 
+def test_merging_as_batches_arrive_is_exact(tmp_path, monkeypatch):
+    """Shards merge their pending parts many times over (a first merge, then merges into
+    the merged part) and the evidence is the same as from one merge at the end."""
+    import importlib
+
+    from polars.testing import assert_frame_equal
+
+    # The module, not the function the package exports under the same name.
+    extract_module = importlib.import_module("distill_forensics.extract")
+    logs, accounts = write(tmp_path, campaign(30), strangers(60), background(200))
+    source = read_logs([logs], accounts=accounts)
+    whole = extract(source)
+    merges: list[tuple[int, bool]] = []
+    merge_pending = extract_module._Accumulator._merge_pending
+
+    def counted(self: extract_module._Accumulator, shard: int) -> None:
+        merges.append((shard, self.merged[shard] is not None))
+        merge_pending(self, shard)
+
+    monkeypatch.setattr(extract_module._Accumulator, "_merge_pending", counted)
+    monkeypatch.setattr(extract_module, "FIRST_MERGE_ROWS", 400)
+    monkeypatch.setattr(extract_module, "MERGE_ROWS", 80)
+    often = extract(source, batch_rows=300)
+    first = [shard for shard, into in merges if not into]
+    assert sorted(first) == list(range(extract_module.MERGE_SHARDS))
+    assert len(merges) > 3 * len(first)
+    for name in ("usage", "activity", "accounts"):
+        assert_frame_equal(getattr(whole, name), getattr(often, name))
+
+
 def test_accounts_table_joined_per_account_equals_joined_per_row(tmp_path):
     from dataclasses import replace
 
