@@ -625,12 +625,7 @@ def _derived_usage(
         base.lazy()
         .join(derived.lazy(), on="value")
         .group_by(*keys, "account_id", "_derived")
-        .agg(
-            pl.col("n_requests").sum(),
-            pl.col("first_seen").min(),
-            pl.col("last_seen").max(),
-            pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
-        )
+        .agg(*_summed_usage())
         .rename({"_derived": "value"})
         .with_columns(kind=pl.lit(kind, category))
         .collect()
@@ -811,11 +806,6 @@ def extract_parts(
 def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl.DataFrame:
     usage = pl.concat(frames, how="diagonal_relaxed")
     group = [*keys, "account_id", "kind", "value"]
-    seen = [
-        pl.col("n_requests").sum(),
-        pl.col("first_seen").min(),
-        pl.col("last_seen").max(),
-    ]
     # Only templates carry prompt sketches; the other kinds skip the list work.
     # Merges run their group-bys lazily: polars 2.1 hands a collected plan to its
     # streaming engine, which groups two to three times faster than eager calls.
@@ -836,13 +826,20 @@ def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl
             merged.with_columns(kind=pl.lit("template", usage.schema["kind"])).select(
                 *group, "n_requests", "first_seen", "last_seen", "variants"
             ),
-            usage.lazy()
-            .filter(~is_template)
-            .group_by(group)
-            .agg(*seen, pl.lit(None, pl.List(pl.UInt64)).alias("variants"))
-            .collect(),
+            usage.lazy().filter(~is_template).group_by(group).agg(*_summed_usage()).collect(),
         ]
     )
+
+
+def _summed_usage() -> list[pl.Expr]:
+    """Aggregations of usage rows without prompt sketches into one: requests summed,
+    first and last seen, no sketch."""
+    return [
+        pl.col("n_requests").sum(),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
+    ]
 
 
 def _merge_accounts(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl.DataFrame:
