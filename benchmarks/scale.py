@@ -17,6 +17,12 @@ memory does not grow with rows. The table is appended to ``benchmarks/RESULTS.md
 
     python benchmarks/scale.py                     # 1M and 4M, Parquet and daily
     python benchmarks/scale.py --sizes small,seed,large --csv --x4
+    python benchmarks/scale.py --sizes large --no-daily --repeat 3
+
+With ``--repeat N`` the tool and the floor run N times each, in turn; the table
+shows the run of median wall time of each (peak RSS: the highest of the runs)
+and, in a last column, each pair of runs' ratio, so the spread the machine adds
+is on record beside the median.
 """
 
 from __future__ import annotations
@@ -174,6 +180,12 @@ def measure(mode: str, logs: Path, accounts: Path) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs: list[dict[str, object]]) -> dict[str, object]:
+    """The run of median wall time (the lower middle one of an even number)."""
+    ranked = sorted(runs, key=lambda r: float(r["wall"]))  # type: ignore[arg-type]
+    return ranked[(len(ranked) - 1) // 2]
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -192,6 +204,14 @@ def measure(mode: str, logs: Path, accounts: Path) -> dict[str, object]:
     show_default=True,
     help="Also extract the largest size repeated four times across daily files.",
 )
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs of the tool and of the floor per layout, taken in turn; the table shows "
+    "the median run of each and every run's ratio.",
+)
 @click.option("--record/--no-record", default=True, show_default=True)
 @click.option("--worker", nargs=3, type=str, default=None, hidden=True)
 def main(
@@ -199,6 +219,7 @@ def main(
     with_daily: bool,
     with_csv: bool,
     x4: bool,
+    repeat: int,
     record: bool,
     worker: tuple[str, str, str] | None,
 ) -> None:
@@ -221,8 +242,10 @@ def main(
 
     lines = [
         "| logs | layout | rows | tool s | floor s | tool/floor | read+extract | link | "
-        "cluster | score | write | peak RSS MB (tool) | peak RSS MB (floor) | suspected |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "cluster | score | write | peak RSS MB (tool) | peak RSS MB (floor) | suspected |"
+        + (" each run's tool/floor |" if repeat > 1 else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|" if repeat > 1 else ""),
     ]
     for line in lines:
         emit(line)
@@ -235,12 +258,22 @@ def main(
         if with_csv:
             layouts.append(("csv", csv(scale)))
         for layout, path in layouts:
-            tool = measure("tool", path, base / "accounts.parquet")
-            floor = measure("floor", path, base / "accounts.parquet")
+            # Tool and floor in turn, so a slow spell of the machine falls on both.
+            tools, floors = [], []
+            for _ in range(repeat):
+                tools.append(measure("tool", path, base / "accounts.parquet"))
+                floors.append(measure("floor", path, base / "accounts.parquet"))
+            tool, floor = _median_run(tools), _median_run(floors)
+            ratios = [
+                float(t["wall"]) / float(f["wall"])  # type: ignore[arg-type]
+                for t, f in zip(tools, floors, strict=True)
+            ]
             tm = tool["timings"]
             assert isinstance(tm, dict)
             rows = int(tool["rows"])  # type: ignore[arg-type]
             wall, fwall = float(tool["wall"]), float(floor["wall"])  # type: ignore[arg-type]
+            peak = max(float(t["max_rss_mb"]) for t in tools)  # type: ignore[arg-type]
+            floor_peak = max(float(f["max_rss_mb"]) for f in floors)  # type: ignore[arg-type]
             if layout == "parquet":
                 per_row[scale] = wall / rows
             lines.append(
@@ -248,8 +281,8 @@ def main(
                 f"{wall / fwall:.2f} | "
                 + f"{tm.get('read', 0.0) + tm.get('extract', 0.0):.1f} | "
                 + " | ".join(f"{tm.get(k, 0.0):.1f}" for k in ("link", "cluster", "score", "write"))
-                + f" | {float(tool['max_rss_mb']):,.0f} | {float(floor['max_rss_mb']):,.0f} | "  # type: ignore[arg-type]
-                f"{tool['suspected']} |"
+                + f" | {peak:,.0f} | {floor_peak:,.0f} | {tool['suspected']} |"
+                + (f" {', '.join(f'{r:.2f}' for r in ratios)} |" if repeat > 1 else "")
             )
             emit(lines[-1])
     if len(per_row) >= 2:
