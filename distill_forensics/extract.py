@@ -730,9 +730,11 @@ class _Accumulator:
         release_freed_memory(keep=MERGE_KEEP_FREE)
 
     def result(self) -> Parts | None:
-        for shard in range(MERGE_SHARDS):
-            if self.pending[shard]:
-                self._merge_pending(shard)
+        # The last merges have the machine to themselves: two shards at a time, so
+        # one's compiled sketch pass overlaps the other's group-bys.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            left = [s for s in range(MERGE_SHARDS) if self.pending[s]]
+            list(pool.map(self._merge_pending, left))  # (raises a merge's error here)
         shards = [m for m in self.merged if m is not None]
         return _concat(shards) if shards else None
 
