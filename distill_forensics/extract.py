@@ -1001,16 +1001,16 @@ def finish(parts: Parts) -> Evidence:
 
 
 def _text_ranks(column: pl.Series) -> tuple[np.ndarray, pl.Series]:
-    """Each row's rank among the column's distinct texts, and those texts in rank order.
+    """Each row's rank among a category column's distinct texts, and those texts in rank
+    order.
 
     Only the distinct texts are sorted: rows are numbered by their category.
     """
-    cat = column if column.dtype == pl.Categorical else column.cast(pl.Categorical())
-    codes = cat.to_physical().to_numpy()
+    codes = column.to_physical().to_numpy()
     row_of = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
     row_of[codes] = np.arange(len(codes))
     present = np.flatnonzero(row_of >= 0)
-    texts = cat.gather(row_of[present]).cast(pl.String)
+    texts = column.gather(row_of[present]).cast(pl.String)
     order = texts.arg_sort().to_numpy()
     rank = np.empty(len(row_of), dtype=np.int64)
     rank[present[order]] = np.arange(len(present))
@@ -1036,11 +1036,14 @@ def _sorted_by_text(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     texts: dict[str, tuple[np.ndarray, pl.Series]] = {}
     for name in by:
         column = frame.get_column(name)
-        if column.dtype in (pl.Categorical, pl.String):
+        if column.dtype == pl.Categorical:
             rank, distinct = _text_ranks(column)
             size = len(distinct)
-            if name in categories:
-                texts[name] = (rank, distinct)
+            texts[name] = (rank, distinct)
+        elif column.dtype == pl.String:
+            # Text is ranked as it is: making it a category first costs more.
+            rank = (column.rank("dense") - 1).cast(pl.Int64).to_numpy()
+            size = int(rank.max()) + 1
         elif column.dtype.is_integer():
             values = column.to_numpy().astype(np.int64)
             low = int(values.min())
