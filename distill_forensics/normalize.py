@@ -406,8 +406,7 @@ _EMAIL = r"^([^\s@]+)@([^\s@]+?)\.?$"
 def _email_parts(expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     text = expr.cast(pl.String).str.strip_chars().str.to_lowercase()
     local = text.str.extract(_EMAIL, 1)
-    domain = text.str.extract(_EMAIL, 2)
-    domain = pl.when(domain == "googlemail.com").then(pl.lit("gmail.com")).otherwise(domain)
+    domain = text.str.extract(_EMAIL, 2).replace("googlemail.com", "gmail.com")
     return local, domain
 
 
@@ -429,14 +428,23 @@ def email_normalized(expr: pl.Expr) -> pl.Expr:
     >>> pl.select(email_normalized(pl.lit("Jane.Doe+shop@googlemail.com"))).item()
     'janedoe@gmail.com'
     """
-    local, domain = _email_parts(expr)
-    local = local.str.replace(r"\+.*$", "")
-    local = (
-        pl.when(domain.is_in(_GMAIL_DOMAINS))
+    return expr.map_batches(_normalized_emails, return_dtype=pl.String, is_elementwise=True)
+
+
+def _normalized_emails(emails: pl.Series) -> pl.Series:
+    # Column by column: one expression would work out its parts again at each
+    # place it uses them (polars does not share them inside when/then).
+    local, domain = _email_parts(pl.col("e"))
+    parts = pl.DataFrame({"e": emails}).select(local=local.str.replace(r"\+.*$", ""), domain=domain)
+    local, domain = pl.col("local"), pl.col("domain")
+    parts = parts.with_columns(
+        local=pl.when(domain.is_in(_GMAIL_DOMAINS))
         .then(local.str.replace_all(".", "", literal=True))
         .otherwise(local)
     )
-    return pl.when(local != "").then(pl.concat_str(local, pl.lit("@"), domain))
+    return parts.select(
+        pl.when(local != "").then(pl.concat_str(local, pl.lit("@"), domain)).alias(emails.name)
+    ).to_series()
 
 
 FREE_MAIL_DOMAINS: frozenset[str] = frozenset(
@@ -518,10 +526,20 @@ def is_free_mail(expr: pl.Expr) -> pl.Expr:
     >>> pl.select(is_free_mail(pl.lit("someone@yahoo.co.uk"))).item()
     True
     """
-    text = expr.cast(pl.String).str.strip_chars().str.to_lowercase()
-    domain = (
+    return expr.map_batches(_free_mail, return_dtype=pl.Boolean, is_elementwise=True)
+
+
+def _free_mail(texts: pl.Series) -> pl.Series:
+    # Column by column, as :func:`_normalized_emails`.
+    text = pl.col("t")
+    frame = pl.DataFrame({"t": texts}).select(
+        text.cast(pl.String).str.strip_chars().str.to_lowercase()
+    )
+    frame = frame.select(
         pl.when(text.str.contains("@", literal=True))
         .then(email_domain(text))
         .otherwise(text.str.strip_chars_end("."))
     )
-    return domain.is_in(FREE_MAIL_DOMAINS) | domain.str.contains(_FREE_MAIL_FAMILIES)
+    return frame.select(
+        (text.is_in(FREE_MAIL_DOMAINS) | text.str.contains(_FREE_MAIL_FAMILIES)).alias(texts.name)
+    ).to_series()
