@@ -146,6 +146,22 @@ def test_is_free_mail(text: str | None, free: bool | None) -> None:
     assert apply(is_free_mail, [text]) == [free]
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from(["Jane.Doe+shop@GoogleMail.com", "x@yahoo.co.uk", "GMAIL.COM"]),
+            st.text(alphabet="aB.+@ x9", max_size=12),
+        ),
+        max_size=30,
+    )
+)
+def test_email_columns_agree_with_one_address_at_a_time(texts: list[str | None]) -> None:
+    # The functions work column by column; rows must not leak into each other.
+    for func in (email_normalized, email_domain, is_free_mail):
+        assert apply(func, texts) == [apply(func, [t])[0] for t in texts]
+
+
 def test_free_mail_domains_are_lowercase_domains() -> None:
     assert all(d == d.lower() and "." in d and "@" not in d for d in FREE_MAIL_DOMAINS)
 
