@@ -409,11 +409,25 @@ def reattach(
     if into.height == 0:
         return membership
     # Template usage streamed from the evidence: only the rows of members and
-    # of candidates are kept, never a copy of every template row.
-    tpl = evidence.usage_of("template", "account_id", "value", "n_requests")
+    # of candidates are kept, never a copy of every template row. Rows that carry
+    # their account's number (see extract.finish) join on it rather than on text.
+    numbered = "account_idx" in evidence.usage.columns
+    key = "account_idx" if numbered else "account_id"
+    tpl = evidence.usage_of(
+        "template", "account_id", *([key] if numbered else []), "value", "n_requests"
+    )
+    if numbered:
+        numbers = evidence.accounts.select(
+            "account_id", pl.int_range(pl.len(), dtype=pl.Int32).alias(key)
+        )
+        # (the account's text comes back with its template rows)
+        into = into.join(numbers, on="account_id").drop("account_id")
+        members = membership.join(numbers, on="account_id").drop("account_id")
+    else:
+        members = membership
     sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
     repeated = (
-        tpl.join(membership.lazy(), on="account_id")
+        tpl.join(members.lazy(), on=key)
         .group_by("cluster_id", "value")
         .agg(pl.len().alias("m"))
         .join(sizes.lazy(), on="cluster_id")
@@ -424,7 +438,7 @@ def reattach(
     prompts = evidence.accounts.select("account_id", "n_prompts")
     conform = (
         into.lazy()
-        .join(tpl, on="account_id")
+        .join(tpl, on=key)
         .join(repeated.lazy(), on=["cluster_id", "value"])
         .group_by("account_id", "cluster_id")
         .agg(pl.col("n_requests").sum().alias("on_templates"))

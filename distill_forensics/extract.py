@@ -927,6 +927,12 @@ def finish(parts: Parts) -> Evidence:
     if "day" in usage_logs.columns:
         usage_logs = _merge_usage([usage_logs.drop("day")])
     created = pl.col("created_at") if "created_at" in accounts.columns else pl.col("first_seen")
+    # Each usage and activity row also names its account by number, its row in the
+    # accounts table: the later stages join on that number rather than on the text.
+    accounts = accounts.sort("account_id").with_columns(
+        account_idx=pl.int_range(pl.len(), dtype=pl.Int32)
+    )
+    account_rows = _AccountRows(accounts.select("account_id", "account_idx"))
     # Values and account ids stay categories until sorted (see _sorted_by_text).
     size = dict(usage_logs.get_column("kind").value_counts().cast({"kind": pl.String}).iter_rows())
     # The kind is the same text on every row of a table: a literal, not a cast per row.
@@ -945,6 +951,7 @@ def finish(parts: Parts) -> Evidence:
                 created.alias("first_seen"),
                 created.alias("last_seen"),
                 pl.lit(None, pl.List(pl.UInt64)).alias("variants"),
+                "account_idx",
             )
             .filter(pl.col("value").is_not_null())
         )
@@ -954,31 +961,37 @@ def finish(parts: Parts) -> Evidence:
     # kinds in between. Each kind is one chunk: the later stages' filters and
     # joins over hundreds of small chunks held twice the memory.
     def sorted_kind(kind: str) -> pl.DataFrame:
-        return (
-            tables[kind]
-            .with_columns(
+        table = tables[kind]
+        frame = (
+            table.with_columns(
                 n_variants=pl.when(pl.col("kind") == "template").then(
                     sketch_count(pl.col("variants"))
                 )
             )
-            .select(list(USAGE_SCHEMA))
+            .select(*USAGE_SCHEMA, *(["account_idx"] if kind in acct_kinds else []))
             .collect()
             .rechunk()
-            .pipe(_sorted_by_text, ["value", "account_id"])
-            .cast(USAGE_SCHEMA)
+        )
+        return _sorted_by_text(account_rows.numbered(frame), ["value", "account_id"]).cast(
+            USAGE_SCHEMA
         )
 
     # The activity table is sorted beside them; the largest tables go first, so the
     # two threads finish together.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        activity = pool.submit(_sorted_by_text, parts.activity.rechunk(), ["account_id", "slot"])
+        activity = pool.submit(
+            lambda: _sorted_by_text(
+                account_rows.numbered(parts.activity.rechunk()), ["account_id", "slot"]
+            )
+        )
         pending = {
             kind: pool.submit(sorted_kind, kind)
             for kind in sorted(tables, key=lambda k: (-size.get(k, accounts.height), k))
         }
         sorted_kinds = [pending[kind].result() for kind in sorted(tables)]
         del pending
-    usage = pl.concat(sorted_kinds or [pl.DataFrame(schema=USAGE_SCHEMA)], rechunk=False)
+    empty = pl.DataFrame(schema={**USAGE_SCHEMA, "account_idx": pl.Int32()})
+    usage = pl.concat(sorted_kinds or [empty], rechunk=False)
     del sorted_kinds
     accounts = accounts.select(
         [
@@ -992,12 +1005,39 @@ def finish(parts: Parts) -> Evidence:
     return Evidence(
         usage=usage,
         activity=activity.result(),
-        accounts=accounts.sort("account_id"),
+        accounts=accounts,
         rows=rows,
         malformed={k: v for k, v in counts.items() if v},
         columns=parts.columns,
         unused_signals=tuple(unused),
     )
+
+
+class _AccountRows:
+    """Account numbers: each account's row in ``ids`` (``account_id``, ``account_idx``).
+
+    A category column of ids is numbered through its category codes, one lookup
+    per row; a text column by a join.
+    """
+
+    def __init__(self, ids: pl.DataFrame) -> None:
+        self.ids = ids
+        codes = ids.get_column("account_id").cast(pl.Categorical()).to_physical().to_numpy()
+        self.of_code = np.full(int(codes.max(initial=0)) + 1, -1, dtype=np.int32)
+        self.of_code[codes] = ids.get_column("account_idx").to_numpy()
+
+    def numbered(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with ``account_idx`` (null for an id not in ``ids``) if it has none."""
+        if "account_idx" in frame.columns:
+            return frame
+        column = frame.get_column("account_id")
+        if column.dtype != pl.Categorical:
+            return frame.join(self.ids, on="account_id", how="left", maintain_order="left")
+        codes = column.to_physical().to_numpy()
+        known = codes < len(self.of_code)
+        rows = np.where(known, self.of_code[np.where(known, codes, 0)], -1)
+        number = pl.Series("account_idx", rows, dtype=pl.Int32)
+        return frame.with_columns(number.set(number < 0, None))
 
 
 def _text_ranks(column: pl.Series) -> tuple[np.ndarray, pl.Series]:

@@ -811,9 +811,13 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # held: the value texts are the largest thing linking would hold. They are
     # rows of the evidence's accounts; account numbers are joined on only to the
     # rows of shared values.
+    # Rows that carry their account's number (see extract.finish) join on it; others
+    # on the account's text.
+    numbered = "account_idx" in evidence.usage.columns
+    account = [pl.col("account_idx").alias("idx")] if numbered else ["account_id"]
     usage = (
         evidence.usage.lazy()
-        .select("account_id", "kind", "value", "n_requests")
+        .select(*account, "kind", "value", "n_requests")
         .filter(pl.col("kind").is_in(link_kinds))
     )
     stats = (
@@ -855,7 +859,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     )
     tokens = (
         usage.join(shared.lazy(), on=["kind", "value"])
-        .join(totals.lazy(), on="account_id")
+        .join(
+            totals.lazy().drop("account_id") if numbered else totals.lazy(),
+            on="idx" if numbered else "account_id",
+        )
         .with_columns(
             share=pl.when(pl.col("_whole"))
             .then(1.0)
@@ -913,7 +920,10 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     lists.keep_spare()
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
-    act = evidence.activity.join(index, on="account_id")
+    if "account_idx" in evidence.activity.columns:
+        act = evidence.activity.rename({"account_idx": "idx"}).filter(pl.col("idx").is_not_null())
+    else:
+        act = evidence.activity.join(index, on="account_id")
     slot_counts = act.lazy().group_by("idx").agg(pl.len().alias("n_slots")).collect()
     busy = slot_counts.filter(pl.col("n_slots") >= opt.sync_min_slots).get_column("idx")
     act_busy = act.filter(pl.col("idx").is_in(busy.implode()))
