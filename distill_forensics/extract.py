@@ -70,7 +70,13 @@ an estimate within about a fifth above it, and mergeable across days and cluster
 
 @dataclass(frozen=True)
 class Evidence:
-    """The compact evidence the linking, clustering and scoring stages work on."""
+    """The compact evidence the linking, clustering and scoring stages work on.
+
+    ``accounts`` is sorted by ``account_id``. Built by :func:`finish`, the usage and
+    activity rows also carry ``account_idx``, their account's row in ``accounts``,
+    which the later stages join on; evidence that renames or drops accounts must
+    drop that column (the stages then join on the ids' text).
+    """
 
     usage: pl.DataFrame
     activity: pl.DataFrame
