@@ -410,16 +410,14 @@ def reattach(
         return membership
     # Template usage streamed from the evidence: only the rows of members and
     # of candidates are kept, never a copy of every template row. Rows that carry
-    # their account's number (see extract.finish) join on it rather than on text.
-    numbered = "account_idx" in evidence.usage.columns
+    # their account's number (see Evidence.account_numbers) join on it, not on text.
+    numbers = evidence.account_numbers(evidence.usage)
+    numbered = numbers is not None
     key = "account_idx" if numbered else "account_id"
     tpl = evidence.usage_of(
         "template", "account_id", *([key] if numbered else []), "value", "n_requests"
     )
-    if numbered:
-        numbers = evidence.accounts.select(
-            "account_id", pl.int_range(pl.len(), dtype=pl.Int32).alias(key)
-        )
+    if numbers is not None:
         # (the account's text comes back with its template rows)
         into = into.join(numbers, on="account_id").drop("account_id")
         members = membership.join(numbers, on="account_id").drop("account_id")

@@ -72,10 +72,11 @@ an estimate within about a fifth above it, and mergeable across days and cluster
 class Evidence:
     """The compact evidence the linking, clustering and scoring stages work on.
 
-    ``accounts`` is sorted by ``account_id``. Built by :func:`finish`, the usage and
-    activity rows also carry ``account_idx``, their account's row in ``accounts``,
-    which the later stages join on; evidence that renames or drops accounts must
-    drop that column (the stages then join on the ids' text).
+    Built by :func:`finish`, ``accounts`` is sorted by ``account_id`` and the usage
+    and activity rows also carry ``account_idx``, their account's row in
+    ``accounts`` as ``numbered_ids`` lists them. The later stages join on that
+    number while ``accounts`` still lists those ids in that order
+    (:meth:`account_numbers`), and on the ids' text otherwise.
     """
 
     usage: pl.DataFrame
@@ -85,10 +86,24 @@ class Evidence:
     malformed: dict[str, int] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
     unused_signals: tuple[str, ...] = ()
+    numbered_ids: pl.Series | None = None
 
     @property
     def n_accounts(self) -> int:
         return self.accounts.height
+
+    def account_numbers(self, table: pl.DataFrame) -> pl.DataFrame | None:
+        """Each account's ``account_id`` and ``account_idx`` when the rows of ``table``
+        carry numbers that still match ``accounts``; None when they carry none, or when
+        the accounts were renamed, dropped or reordered since they were numbered."""
+        if "account_idx" not in table.columns or self.numbered_ids is None:
+            return None
+        ids = self.accounts.get_column("account_id")
+        if not ids.equals(self.numbered_ids):
+            return None
+        return pl.DataFrame(
+            {"account_id": ids, "account_idx": pl.int_range(len(ids), eager=True, dtype=pl.Int32)}
+        )
 
     def usage_of(self, kind: str, *columns: str) -> pl.LazyFrame:
         """The usage rows of one kind with only ``columns``: a lazy plan, so the rows'
@@ -693,7 +708,8 @@ class _Accumulator:
     near ``MERGE_ROWS / MERGE_SHARDS``). Both sizes are staggered by shard. So a
     long run holds at most half again the merged evidence in pending groups, a
     short one merges little more than once, and a merge never holds more than
-    one shard's worth of intermediate groups. Freed C-heap pages go back to the
+    one shard's worth of intermediate groups (the last merges, after the final
+    batch, two at a time). Freed C-heap pages go back to the
     system after a merge once glibc counts more than ``MERGE_KEEP_FREE`` bytes free.
     """
 
@@ -1013,6 +1029,7 @@ def finish(parts: Parts) -> Evidence:
         activity=activity.result(),
         accounts=accounts,
         rows=rows,
+        numbered_ids=accounts.get_column("account_id"),
         malformed={k: v for k, v in counts.items() if v},
         columns=parts.columns,
         unused_signals=tuple(unused),
@@ -1039,7 +1056,8 @@ class _AccountRows:
         column = frame.get_column("account_id")
         if column.dtype != pl.Categorical:
             return frame.join(self.ids, on="account_id", how="left", maintain_order="left")
-        codes = column.to_physical().to_numpy()
+        # (a null id gets a code past the end: no number)
+        codes = column.to_physical().fill_null(len(self.of_code)).to_numpy()
         known = codes < len(self.of_code)
         rows = np.where(known, self.of_code[np.where(known, codes, 0)], -1)
         number = pl.Series("account_idx", rows, dtype=pl.Int32)

@@ -811,9 +811,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     # held: the value texts are the largest thing linking would hold. They are
     # rows of the evidence's accounts; account numbers are joined on only to the
     # rows of shared values.
-    # Rows that carry their account's number (see extract.finish) join on it; others
-    # on the account's text.
-    numbered = "account_idx" in evidence.usage.columns
+    # Rows that carry their account's number (see Evidence.account_numbers) join on
+    # it, which is then the account's place in ``accounts``; others on the text.
+    numbered = evidence.account_numbers(evidence.usage) is not None
     account = [pl.col("account_idx").alias("idx")] if numbered else ["account_id"]
     usage = (
         evidence.usage.lazy()
@@ -920,7 +920,7 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     lists.keep_spare()
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
-    if "account_idx" in evidence.activity.columns:
+    if evidence.account_numbers(evidence.activity) is not None:
         act = evidence.activity.rename({"account_idx": "idx"}).filter(pl.col("idx").is_not_null())
     else:
         act = evidence.activity.join(index, on="account_id")

@@ -88,29 +88,28 @@ def _clip01(e: pl.Expr) -> pl.Expr:
     return e.clip(0.0, 1.0).fill_null(0.0).fill_nan(0.0)
 
 
-def _members_rows(evidence: Evidence, rows: pl.LazyFrame, members: pl.DataFrame) -> pl.DataFrame:
+def _members_rows(
+    rows: pl.LazyFrame, members: pl.DataFrame, numbers: pl.DataFrame | None
+) -> pl.DataFrame:
     """The members' rows of ``rows``, with their ``cluster_id``; only those rows are gathered
     (the join alone: a membership filter before it costs as much again).
 
-    Rows that carry their account's number (``account_idx``, its row in the
-    accounts table; see :func:`~distill_forensics.extract.finish`) join on it,
-    several times faster than on the account's text.
+    With ``numbers`` (:meth:`Evidence.account_numbers` of the rows' table) the rows
+    join on their account's number, several times faster than on its text.
     """
-    if "account_idx" not in rows.collect_schema().names():
+    if numbers is None:
         return rows.join(members.lazy(), on="account_id").collect()
-    numbers = evidence.accounts.select(
-        "account_id", pl.int_range(pl.len(), dtype=pl.Int32).alias("account_idx")
-    )
     numbered = members.join(numbers, on="account_id").drop("account_id")
     return rows.join(numbered.lazy(), on="account_idx").collect()
 
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    number = ["account_idx"] if "account_idx" in evidence.usage.columns else []
+    numbers = evidence.account_numbers(evidence.usage)
+    number = [] if numbers is None else ["account_idx"]
     tpl = _members_rows(
-        evidence,
         evidence.usage_of("template", "account_id", "value", "n_requests", "variants", *number),
         members,
+        numbers,
     )
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
@@ -135,7 +134,8 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
 def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     # Keyed on categories, the group-bys over members' slots need far less memory.
     category = pl.Categorical()
-    act = _members_rows(evidence, evidence.activity.lazy(), members).with_columns(
+    numbers = evidence.account_numbers(evidence.activity)
+    act = _members_rows(evidence.activity.lazy(), members, numbers).with_columns(
         pl.col("account_id", "cluster_id").cast(category)
     )
     span = slot_span(evidence.activity)

@@ -260,11 +260,19 @@ def test_rows_are_numbered_by_their_accounts_row_and_stages_agree_without_number
             numbered.get_column("row"), check_names=False
         )
     # The numbers only speed up joins: without them every stage gives the same.
+    assert ev.account_numbers(ev.usage) is not None
+    assert ev.account_numbers(ev.activity) is not None
     plain = replace(
         ev, usage=ev.usage.drop("account_idx"), activity=ev.activity.drop("account_idx")
     )
+    assert plain.account_numbers(plain.usage) is None
     links, plain_links = link(ev), link(plain)
     assert links.edges.height > 1000 and links.edges.equals(plain_links.edges)
+    # Numbers that no longer match the accounts (some dropped) are not used.
+    fewer = ev.accounts.filter(pl.int_range(pl.len()) % 7 != 3)
+    stale, stale_plain = replace(ev, accounts=fewer), replace(plain, accounts=fewer)
+    assert stale.account_numbers(stale.usage) is None
+    assert link(stale).edges.equals(link(stale_plain).edges)
     clustered = cluster(links)
     members = reattach(clustered, links, ev)
     assert members.height > clustered.height  # (some accounts are brought back)
@@ -286,13 +294,13 @@ def test_links_do_not_depend_on_how_accounts_are_named(tmp_path):
     )
 
     def rename(frame: pl.DataFrame) -> pl.DataFrame:
-        # Account numbers follow the names' order, so renamed rows lose theirs:
-        # the renamed evidence is linked through the names' text.
+        # (the rows keep their account numbers, which no longer match the renamed
+        # accounts: linking must notice and join on the names)
         return (
             frame.join(renamed, on="account_id")
             .drop("account_id")
             .rename({"new": "account_id"})
-            .select(c for c in frame.columns if c != "account_idx")
+            .select(frame.columns)
         )
 
     other = replace(
