@@ -409,20 +409,13 @@ def reattach(
     if into.height == 0:
         return membership
     # Template usage streamed from the evidence: only the rows of members and
-    # of candidates are kept, never a copy of every template row. Rows that carry
-    # their account's number (see Evidence.account_numbers) join on it, not on text.
-    numbers = evidence.account_numbers(evidence.usage)
-    numbered = numbers is not None
-    key = "account_idx" if numbered else "account_id"
-    tpl = evidence.usage_of(
-        "template", "account_id", *([key] if numbered else []), "value", "n_requests"
-    )
-    if numbers is not None:
-        # (the account's text comes back with its template rows)
-        into = into.join(numbers, on="account_id").drop("account_id")
-        members = membership.join(numbers, on="account_id").drop("account_id")
-    else:
-        members = membership
+    # of candidates are kept, never a copy of every template row. Rows join on the
+    # key Evidence.keyed gives (keyed by number, an account's text comes back with
+    # its template rows).
+    members, key = evidence.keyed(evidence.usage, membership)
+    into, _ = evidence.keyed(evidence.usage, into)
+    number = ["account_idx"] if key == "account_idx" else []
+    tpl = evidence.usage_of("template", "account_id", *number, "value", "n_requests")
     sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
     repeated = (
         tpl.join(members.lazy(), on=key)

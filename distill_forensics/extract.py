@@ -105,6 +105,15 @@ class Evidence:
             {"account_id": ids, "account_idx": pl.int_range(len(ids), eager=True, dtype=pl.Int32)}
         )
 
+    def keyed(self, table: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+        """``frame`` (keyed by ``account_id``) ready to join the rows of ``table``, and the
+        key to join on: the account's number when those rows carry matching numbers
+        (:meth:`account_numbers`), several times faster than its text."""
+        numbers = self.account_numbers(table)
+        if numbers is None:
+            return frame, "account_id"
+        return frame.join(numbers, on="account_id").drop("account_id"), "account_idx"
+
     def usage_of(self, kind: str, *columns: str) -> pl.LazyFrame:
         """The usage rows of one kind with only ``columns``: a lazy plan, so the rows'
         other columns (sketches among them) are never copied."""
@@ -983,9 +992,9 @@ def finish(parts: Parts) -> Evidence:
     # kinds in between. Each kind is one chunk: the later stages' filters and
     # joins over hundreds of small chunks held twice the memory.
     def sorted_kind(kind: str) -> pl.DataFrame:
-        table = tables[kind]
         frame = (
-            table.with_columns(
+            tables[kind]
+            .with_columns(
                 n_variants=pl.when(pl.col("kind") == "template").then(
                     sketch_count(pl.col("variants"))
                 )

@@ -89,27 +89,22 @@ def _clip01(e: pl.Expr) -> pl.Expr:
 
 
 def _members_rows(
-    rows: pl.LazyFrame, members: pl.DataFrame, numbers: pl.DataFrame | None
+    evidence: Evidence, table: pl.DataFrame, rows: pl.LazyFrame, members: pl.DataFrame
 ) -> pl.DataFrame:
-    """The members' rows of ``rows``, with their ``cluster_id``; only those rows are gathered
-    (the join alone: a membership filter before it costs as much again).
-
-    With ``numbers`` (:meth:`Evidence.account_numbers` of the rows' table) the rows
-    join on their account's number, several times faster than on its text.
-    """
-    if numbers is None:
-        return rows.join(members.lazy(), on="account_id").collect()
-    numbered = members.join(numbers, on="account_id").drop("account_id")
-    return rows.join(numbered.lazy(), on="account_idx").collect()
+    """The members' rows of ``rows`` (a plan over ``table``), with their ``cluster_id``;
+    only those rows are gathered (the join alone: a membership filter before it costs
+    as much again). They join on the key :meth:`Evidence.keyed` gives."""
+    keyed, key = evidence.keyed(table, members)
+    return rows.join(keyed.lazy(), on=key).collect()
 
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    numbers = evidence.account_numbers(evidence.usage)
-    number = [] if numbers is None else ["account_idx"]
+    number = ["account_idx"] if "account_idx" in evidence.usage.columns else []
     tpl = _members_rows(
+        evidence,
+        evidence.usage,
         evidence.usage_of("template", "account_id", "value", "n_requests", "variants", *number),
         members,
-        numbers,
     )
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
@@ -134,10 +129,9 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
 def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     # Keyed on categories, the group-bys over members' slots need far less memory.
     category = pl.Categorical()
-    numbers = evidence.account_numbers(evidence.activity)
-    act = _members_rows(evidence.activity.lazy(), members, numbers).with_columns(
-        pl.col("account_id", "cluster_id").cast(category)
-    )
+    act = _members_rows(
+        evidence, evidence.activity, evidence.activity.lazy(), members
+    ).with_columns(pl.col("account_id", "cluster_id").cast(category))
     span = slot_span(evidence.activity)
     per_slot = act.group_by("cluster_id", "slot").agg(pl.len().alias("active"))
     act = act.join(per_slot, on=["cluster_id", "slot"])
