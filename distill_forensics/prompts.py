@@ -371,20 +371,23 @@ def _literal(tokens: list[str], pattern: str) -> _Literal:
 class _Trie(NamedTuple):
     """Every pattern's literals in a trie over byte classes: the scan's arguments, in order.
 
-    ``child[state, byte_class[byte]]`` is the next state or -1. ``trigram``
-    numbers the three-class openings of literals (6 bits per class; 0 for none)
-    and ``opening[number - 1]`` is the state they lead to. ``reach[state]``
-    holds the classes of the literals at or below ``state``; ``plain[state]``
-    those whose plain literals end there; ``out_ptr`` and ``out_ids`` list the
-    literals with conditions (word boundaries, whitespace and a tail) that end
-    there, described by the ``lit_*`` arrays.
+    A state is met through its *entry* (:func:`_entry`): its number, the
+    classes of the literals at or below it, and whether a literal ends there,
+    packed in one integer, so a step of the walk is one lookup.
+    ``step[state * width + byte_class[byte]]`` is the next state's entry or
+    -1. ``trigram`` numbers the three-class openings of literals (6 bits per
+    class; 0 for none) and ``opening[number - 1]`` is the entry of the state
+    they lead to. ``plain[state]`` holds the classes whose plain literals end
+    there; ``out_ptr`` and ``out_ids`` list the literals with conditions (word
+    boundaries, whitespace and a tail) that end there, described by the
+    ``lit_*`` arrays.
     """
 
     byte_class: np.ndarray
-    child: np.ndarray
+    step: np.ndarray
+    width: int
     trigram: np.ndarray
     opening: np.ndarray
-    reach: np.ndarray
     plain: np.ndarray
     out_ptr: np.ndarray
     out_ids: np.ndarray
@@ -397,6 +400,15 @@ class _Trie(NamedTuple):
 
 _CLASS_BITS = 6
 """Bits of a byte class in a trigram key."""
+
+_STATE_BITS = 20
+"""Bits of a state's number in its entry; the 8 bits of the classes it can reach
+and 1 bit for a literal ending there come above them."""
+
+
+def _entry(state: int, reach: int, ends: bool) -> int:
+    """A trie state's entry (see :class:`_Trie`)."""
+    return state | reach << _STATE_BITS | int(ends) << (_STATE_BITS + 8)
 
 
 @cache
@@ -431,13 +443,26 @@ def _trie() -> _Trie:
             state = goto[state][c]
             reach[state] |= 1 << bit
         ends[state].append(n)
-    # Few states: small entries keep the table in the cache while rows are scanned.
-    child = np.full(
-        (len(goto), len(alphabet) + 1), -1, dtype=np.int16 if len(goto) < 1 << 15 else np.int32
-    )
+    if len(goto) > 1 << _STATE_BITS:
+        raise ValueError(f"at most {1 << _STATE_BITS} trie states for the capability literals")
+    plain = np.zeros(len(goto), dtype=np.uint8)
+    special: list[list[int]] = [[] for _ in goto]
+    for state, here in enumerate(ends):
+        for n in here:
+            bit, lit = literals[n]
+            if lit.boundary_before or lit.boundary_after or lit.tail is not None:
+                special[state].append(n)
+            else:
+                plain[state] |= 1 << bit
+    entry = [
+        _entry(state, reach[state], bool(plain[state] or special[state]))
+        for state in range(len(goto))
+    ]
+    width = len(alphabet) + 1
+    step = np.full(len(goto) * width, -1, dtype=np.int32)
     for state, edges in enumerate(goto):
         for c, nxt in edges.items():
-            child[state, c] = nxt
+            step[state * width + c] = entry[nxt]
     # Every literal has at least three characters, so none ends above the state its
     # opening leads to: the scan starts its walk there.
     openings: dict[int, int] = {}
@@ -451,26 +476,17 @@ def _trie() -> _Trie:
     if len(openings) > 255:
         raise ValueError("at most 255 three-character openings of capability literals")
     trigram = np.zeros(1 << 3 * _CLASS_BITS, dtype=np.uint8)
-    opening = np.zeros(len(openings), dtype=np.int64)
+    opening = np.zeros(len(openings), dtype=np.int32)
     for number, (key, state) in enumerate(sorted(openings.items()), start=1):
         trigram[key] = number
-        opening[number - 1] = state
-    plain = np.zeros(len(goto), dtype=np.uint8)
-    special: list[list[int]] = [[] for _ in goto]
-    for state, here in enumerate(ends):
-        for n in here:
-            bit, lit = literals[n]
-            if lit.boundary_before or lit.boundary_after or lit.tail is not None:
-                special[state].append(n)
-            else:
-                plain[state] |= 1 << bit
+        opening[number - 1] = entry[state]
     tails = [lit.tail or "" for _, lit in literals]
     return _Trie(
         byte_class=byte_class,
-        child=child,
+        step=step,
+        width=width,
         trigram=trigram,
         opening=opening,
-        reach=np.array(reach, dtype=np.uint8),
         plain=plain,
         out_ptr=np.cumsum([0, *(len(s) for s in special)]).astype(np.int64),
         out_ids=np.array([n for s in special for n in s], dtype=np.int64),
@@ -488,10 +504,10 @@ def _scan_ascii(
     data: np.ndarray,
     valid: np.ndarray,
     byte_class: np.ndarray,
-    child: np.ndarray,
+    step: np.ndarray,
+    width: int,
     trigram: np.ndarray,
     opening: np.ndarray,
-    reach: np.ndarray,
     plain: np.ndarray,
     out_ptr: np.ndarray,
     out_ids: np.ndarray,
@@ -503,15 +519,24 @@ def _scan_ascii(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each ASCII prompt's capability bits; which rows are not ASCII (left for the regexes).
 
-    A rolling key of the last three byte classes is looked up in ``trigram``;
-    only where a literal can start (a few positions in a hundred) is the trie
-    walked, from the state the opening leads to, and only while a class not
-    found yet lies below.
+    Two passes over each prompt. The first looks a rolling key of the last
+    three byte classes up in ``trigram`` and notes where a literal can start
+    (a few positions in a hundred); the second walks the trie from each of
+    those, from the state the opening leads to, and only while a class not
+    found yet lies below. Apart, the first pass is a short loop that runs at
+    about a byte a nanosecond; within it, the walk's code slowed every byte.
     """
     n = len(offsets) - 1
     bits = np.zeros(n, dtype=np.uint8)
     other = np.zeros(n, dtype=np.bool_)
     mask = (1 << 3 * _CLASS_BITS) - 1
+    state_mask = (1 << _STATE_BITS) - 1
+    longest = 0
+    for r in range(n):
+        longest = max(longest, offsets[r + 1] - offsets[r])
+    # Where literals can start in the current prompt, and their openings' numbers.
+    at = np.empty(longest, dtype=np.int64)
+    number = np.empty(longest, dtype=np.int64)
     for r in range(n):
         start, stop = offsets[r], offsets[r + 1]
         if not valid[r] or stop - start < 3:
@@ -520,43 +545,50 @@ def _scan_ascii(
             continue
         key = (np.int64(byte_class[data[start]]) << _CLASS_BITS) | byte_class[data[start + 1]]
         high = data[start] | data[start + 1]
-        found = 0
+        hits = 0
         for first in range(start, stop - 2):
             byte = data[first + 2]
             high |= byte
             key = ((key << _CLASS_BITS) & mask) | byte_class[byte]
-            number = trigram[key]
-            if number == 0:
-                continue
-            state = opening[number - 1]
+            opens = trigram[key]
+            if opens != 0:
+                at[hits] = first
+                number[hits] = opens
+                hits += 1
+        if high >= 128:
+            other[r] = True
+            continue
+        found = 0
+        for h in range(hits):
+            first = at[h]
+            entry = np.int64(opening[number[h] - 1])
             k = first + 2
-            while reach[state] & ~found:
-                found |= plain[state]
-                for q in range(out_ptr[state], out_ptr[state + 1]):
-                    lit = out_ids[q]
-                    if (found & lit_bit[lit]) == 0 and _conditions_hold(
-                        data,
-                        start,
-                        stop,
-                        first,
-                        k,
-                        lit_before[lit],
-                        lit_after[lit],
-                        tail,
-                        tail_ptr[lit],
-                        tail_ptr[lit + 1],
-                    ):
-                        found |= lit_bit[lit]
+            while (entry >> _STATE_BITS) & 0xFF & ~found:
+                state = entry & state_mask
+                if entry >> (_STATE_BITS + 8):
+                    found |= plain[state]
+                    for q in range(out_ptr[state], out_ptr[state + 1]):
+                        lit = out_ids[q]
+                        if (found & lit_bit[lit]) == 0 and _conditions_hold(
+                            data,
+                            start,
+                            stop,
+                            first,
+                            k,
+                            lit_before[lit],
+                            lit_after[lit],
+                            tail,
+                            tail_ptr[lit],
+                            tail_ptr[lit + 1],
+                        ):
+                            found |= lit_bit[lit]
                 k += 1
                 if k == stop:
                     break
-                state = np.int64(child[state, byte_class[data[k]]])
-                if state < 0:
+                entry = np.int64(step[state * width + byte_class[data[k]]])
+                if entry < 0:
                     break
-        if high >= 128:
-            other[r] = True
-        else:
-            bits[r] = found
+        bits[r] = found
     return bits, other
 
 
