@@ -373,9 +373,10 @@ class _Trie(NamedTuple):
 
     A state is met through its *entry* (:func:`_entry`): its number, the
     classes of the literals at or below it, and whether a literal ends there,
-    packed in one integer, so a step of the walk is one lookup.
+    packed in one integer, so moving to the next state is one lookup.
     ``step[state * width + byte_class[byte]]`` is the next state's entry or
-    -1. ``trigram`` numbers the three-class openings of literals (6 bits per
+    -1, ``width`` being the number of byte classes plus one (class 0: bytes
+    that no literal has). ``trigram`` numbers the three-class openings of literals (6 bits per
     class; 0 for none) and ``opening[number - 1]`` is the entry of the state
     they lead to. ``plain[state]`` holds the classes whose plain literals end
     there; ``out_ptr`` and ``out_ids`` list the literals with conditions (word
@@ -402,13 +403,16 @@ _CLASS_BITS = 6
 """Bits of a byte class in a trigram key."""
 
 _STATE_BITS = 20
-"""Bits of a state's number in its entry; the 8 bits of the classes it can reach
-and 1 bit for a literal ending there come above them."""
+"""Bits of a state's number in its entry (see :class:`_Trie`)."""
+
+_REACH_BITS = 8
+"""Bits of the classes a state can reach, above its number in its entry: one per
+capability class. One bit above them says whether a literal ends there."""
 
 
 def _entry(state: int, reach: int, ends: bool) -> int:
     """A trie state's entry (see :class:`_Trie`)."""
-    return state | reach << _STATE_BITS | int(ends) << (_STATE_BITS + 8)
+    return state | (reach << _STATE_BITS) | (int(ends) << (_STATE_BITS + _REACH_BITS))
 
 
 @cache
@@ -421,8 +425,8 @@ def _trie() -> _Trie:
     alphabet = sorted({ch for _, lit in literals for ch in lit.head})
     if len(alphabet) >= 1 << _CLASS_BITS or min(len(lit.head) for _, lit in literals) < 3:
         raise ValueError("capability literals need at least 3 characters from at most 63")
-    if len(CAPABILITY_PATTERNS) > 8:
-        raise ValueError("at most 8 capability classes (one bit each in a byte)")
+    if len(CAPABILITY_PATTERNS) > _REACH_BITS:
+        raise ValueError(f"at most {_REACH_BITS} capability classes (one bit each)")
     byte_class = np.zeros(256, dtype=np.uint8)
     for c, ch in enumerate(alphabet, start=1):
         byte_class[ord(ch)] = c
@@ -521,22 +525,24 @@ def _scan_ascii(
 
     Two passes over each prompt. The first looks a rolling key of the last
     three byte classes up in ``trigram`` and notes where a literal can start
-    (a few positions in a hundred); the second walks the trie from each of
-    those, from the state the opening leads to, and only while a class not
-    found yet lies below. Apart, the first pass is a short loop that runs at
-    about a byte a nanosecond; within it, the walk's code slowed every byte.
+    (a few positions in a hundred), in a loop kept short because it runs for
+    every byte; the second walks the trie from each of those, from the state
+    the opening leads to, and only while a class not found yet lies below.
     """
     n = len(offsets) - 1
     bits = np.zeros(n, dtype=np.uint8)
     other = np.zeros(n, dtype=np.bool_)
     mask = (1 << 3 * _CLASS_BITS) - 1
     state_mask = (1 << _STATE_BITS) - 1
+    reach_mask = (1 << _REACH_BITS) - 1
     longest = 0
     for r in range(n):
         longest = max(longest, offsets[r + 1] - offsets[r])
-    # Where literals can start in the current prompt, and their openings' numbers.
-    at = np.empty(longest, dtype=np.int64)
-    number = np.empty(longest, dtype=np.int64)
+    # Where literals can start in the current prompt (from its start: one text's
+    # length fits 32 bits in polars), and the entries of the states their
+    # openings lead to.
+    starts = np.empty(longest, dtype=np.uint32)
+    entries = np.empty(longest, dtype=opening.dtype)
     for r in range(n):
         start, stop = offsets[r], offsets[r + 1]
         if not valid[r] or stop - start < 3:
@@ -552,20 +558,20 @@ def _scan_ascii(
             key = ((key << _CLASS_BITS) & mask) | byte_class[byte]
             opens = trigram[key]
             if opens != 0:
-                at[hits] = first
-                number[hits] = opens
+                starts[hits] = first - start
+                entries[hits] = opening[opens - 1]
                 hits += 1
         if high >= 128:
             other[r] = True
             continue
         found = 0
         for h in range(hits):
-            first = at[h]
-            entry = np.int64(opening[number[h] - 1])
+            first = start + starts[h]
+            entry = np.int64(entries[h])
             k = first + 2
-            while (entry >> _STATE_BITS) & 0xFF & ~found:
+            while (entry >> _STATE_BITS) & reach_mask & ~found:
                 state = entry & state_mask
-                if entry >> (_STATE_BITS + 8):
+                if entry >> (_STATE_BITS + _REACH_BITS):
                     found |= plain[state]
                     for q in range(out_ptr[state], out_ptr[state + 1]):
                         lit = out_ids[q]
