@@ -99,7 +99,8 @@ def _members_rows(
 
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    number = ["account_idx"] if "account_idx" in evidence.usage.columns else []
+    # The rows carry their number only when the join will be on it (Evidence.keyed).
+    number = ["account_idx"] if evidence.account_numbers(evidence.usage) is not None else []
     tpl = _members_rows(
         evidence,
         evidence.usage,
