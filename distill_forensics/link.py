@@ -458,51 +458,55 @@ _TILE_ENTRIES = 1 << 19
 
 
 @compiled
-def _run_stop(keys: np.ndarray, shift: int, start: int) -> int:
-    """The end of the run of rows whose ``keys >> shift`` equals row ``start``'s."""
-    group = keys[start] >> shift
-    stop = start + 1
-    while stop < len(keys) and keys[stop] >> shift == group:
-        stop += 1
-    return stop
-
-
-@compiled
-def _run_pairs(
+def _rows_by_owner(
     keys: np.ndarray,
     shift: int,
     accts: np.ndarray,
     mask: int,
-    label: np.ndarray,
-    lo: int,
-    hi: int,
     dmax: int,
-    n: int,
+    owners: int,
     min_size: int,
     max_size: int,
-    out: np.ndarray,
-) -> int:
-    """The pairs of :func:`_next_pairs` of the runs starting in rows ``lo`` to ``hi``, written
-    to ``out`` (only counted when it is empty); returns how many there are."""
-    m = 0
-    start = lo
-    while start < hi:
-        stop = _run_stop(keys, shift, start)
-        if min_size <= stop - start <= max_size:
-            for p in range(start, stop):
-                a = label[accts[p] & mask]
-                for q in range(p + 1, min(p + dmax, stop - 1) + 1):
-                    b = label[accts[q] & mask]
-                    if a != b:
-                        if len(out):
-                            out[m] = min(a, b) * n + max(a, b)
-                        m += 1
-        start = stop
-    return m
+    row_type: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of :func:`_owner_pairs` that pair with a later row, by owner: owner ``o``
+    (an account's rank in the order, ``accts[r] & mask``) has rows
+    ``pos[start[o]:start[o + 1]]``, in order, and at most ``pairs[o + 1] - pairs[o]``
+    pairs with the rows after them (one for each, with repeats). Two sweeps over
+    the runs: one counts, the other places the rows (of ``row_type``'s type)."""
+    rows = len(keys)
+    start = np.zeros(owners + 1, dtype=np.int64)
+    pairs = np.zeros(owners + 1, dtype=np.int64)
+    fill = np.empty(0, dtype=np.int64)
+    pos = np.empty(0, dtype=row_type.dtype)
+    for sweep in range(2):
+        if sweep:
+            for o in range(owners):
+                start[o + 1] += start[o]
+                pairs[o + 1] += pairs[o]
+            fill = start[:-1].copy()
+            pos = np.empty(start[owners], dtype=row_type.dtype)
+        first = 0
+        while first < rows:
+            group = keys[first] >> shift
+            stop = first + 1
+            while stop < rows and keys[stop] >> shift == group:
+                stop += 1
+            if min_size <= stop - first <= max_size:
+                for r in range(first, stop - 1):
+                    o = accts[r] & mask
+                    if sweep:
+                        pos[fill[o]] = r
+                        fill[o] += 1
+                    else:
+                        start[o + 1] += 1
+                        pairs[o + 1] += min(dmax, stop - 1 - r)
+            first = stop
+    return start, pos, pairs
 
 
 @compiled(parallel=True)
-def _next_pairs(
+def _owner_pairs(
     keys: np.ndarray,
     shift: int,
     accts: np.ndarray,
@@ -513,52 +517,63 @@ def _next_pairs(
     min_size: int,
     max_size: int,
     blocks: int,
-    room: np.ndarray,
+    row_type: np.ndarray,
 ) -> np.ndarray:
     """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run, in
-    runs of equal group of ``min_size`` to ``max_size`` rows; the same pair may repeat.
+    runs of equal group of ``min_size`` to ``max_size`` rows, each pair once, in no
+    particular order.
 
-    Rows are sorted by group, ``keys[r] >> shift`` (a group number), and row ``r``'s
-    account is ``label[accts[r] & mask]``; both can be one packed array. Pairs of
-    an account with itself are left out. Runs are shared out among the threads in
-    ``blocks`` blocks of rows: each block counts its pairs, then writes them at its
-    offset. They are written to the front of ``room`` when it has room for them.
+    Rows are sorted by group, ``keys[r] >> shift`` (a group number), then by the
+    rank of their account in one order of the accounts, ``accts[r] & mask`` (both
+    can be one packed array); that account is ``label[rank]`` (below ``n``). Pairs
+    of an account with itself are left out. Within every group the account of
+    lower rank comes first, so a pair of accounts is always found from that one,
+    its owner: each owner's pairs, gathered over all its groups, are made
+    distinct there (a mark per account), and no pair is ever held twice. Owners
+    are shared out among the threads in ``blocks`` blocks of about equal rows.
+    Rows are numbered in ``row_type``'s integer type (int32 when they fit: less to
+    write and read).
     """
-    rows = len(keys)
-    # Block edges moved forward to the start of a run, so each run is one block's.
+    owners = len(label)
+    start, pos, pairs = _rows_by_owner(
+        keys, shift, accts, mask, dmax, owners, min_size, max_size, row_type
+    )
     edge = np.empty(blocks + 1, dtype=np.int64)
+    o = 0
     for blk in range(blocks + 1):
-        at = blk * rows // blocks
-        while 0 < at < rows and keys[at] >> shift == keys[at - 1] >> shift:
-            at += 1
-        edge[blk] = at
-    # Two passes over the blocks: the first, with nowhere to write, counts each
-    # block's pairs; the second writes them at the block's offset.
-    count = np.zeros(blocks + 1, dtype=np.int64)
-    offset = np.zeros(blocks + 1, dtype=np.int64)
-    out = np.empty(0, dtype=np.int64)
-    for writing in (False, True):
-        if writing:
-            offset = np.cumsum(count)
-            if len(room) < offset[-1]:
-                room = np.empty(offset[-1], dtype=np.int64)
-            out = room[: offset[-1]]
-        for blk in numba.prange(blocks):
-            count[blk + 1] = _run_pairs(
-                keys,
-                shift,
-                accts,
-                mask,
-                label,
-                edge[blk],
-                edge[blk + 1],
-                dmax,
-                n,
-                min_size,
-                max_size,
-                out[offset[blk] : offset[blk + 1]],
-            )
-    return out
+        target = blk * start[owners] // blocks
+        while o < owners and start[o] < target:
+            o += 1
+        edge[blk] = o if blk < blocks else owners
+    # Each block writes within its owners' share of the pairs with repeats; only
+    # the distinct ones are written, then moved together.
+    out = np.empty(pairs[owners], dtype=np.int64)
+    count = np.zeros(blocks, dtype=np.int64)
+    for blk in numba.prange(blocks):
+        lo, hi = edge[blk], edge[blk + 1]
+        mark = np.full(n, -1, dtype=np.int64)
+        at = pairs[lo]
+        for own in range(lo, hi):
+            a = label[own]
+            for t in range(start[own], start[own + 1]):
+                r = pos[t]
+                group = keys[r] >> shift
+                for q in range(r + 1, min(r + dmax, len(keys) - 1) + 1):
+                    if keys[q] >> shift != group:
+                        break
+                    b = label[accts[q] & mask]
+                    if b != a and mark[b] != own:
+                        mark[b] = own
+                        out[at] = min(a, b) * n + max(a, b)
+                        at += 1
+        count[blk] = at - pairs[lo]
+    m = 0
+    for blk in range(blocks):
+        first = pairs[edge[blk]]
+        for t in range(count[blk]):  # (forward: the regions may overlap)
+            out[m + t] = out[first + t]
+        m += count[blk]
+    return out[:m].copy()  # (lets go of the blocks' shares)
 
 
 @compiled
@@ -591,34 +606,27 @@ def _distinct(
 
 
 class _PairLists:
-    """Distinct neighbour pairs of one list after another, through two reused buffers.
+    """Distinct neighbour pairs of one list after another, sorted through one reused buffer.
 
-    Each list is written to one buffer and sorted through the other; the lists of
-    one call are of about the same size. Fresh memory costs far more to fault in
-    than reused memory (on virtual machines that hand freed pages back to the
-    host, up to a second a gigabyte).
+    Fresh memory costs far more to fault in than reused memory (on virtual
+    machines that hand freed pages back to the host, up to a second a gigabyte).
     """
 
     def __init__(self) -> None:
-        self.room = np.empty(0, dtype=np.int64)
         self.spare = np.empty(0, dtype=np.int64)
 
     def distinct(self, *args: Any) -> np.ndarray:
-        """:func:`_distinct` of :func:`_next_pairs` with arguments ``args``."""
-        pairs = _next_pairs(*args, self.room)
-        if len(pairs) > len(self.room):
-            self.room = pairs
+        """:func:`_owner_pairs` with arguments ``args``, sorted."""
+        row_type = np.empty(0, dtype=np.int32 if len(args[0]) < 2**31 else np.int64)
+        pairs = _owner_pairs(*args, row_type)
         if len(self.spare) < len(pairs):
             self.spare = np.empty(len(pairs), dtype=np.int64)
-        return _distinct(pairs, self.spare)
-
-    def keep_spare(self) -> None:
-        """Let go of the buffer pairs are written to; the other is kept for :meth:`union`."""
-        self.room = np.empty(0, dtype=np.int64)
+        out = sort_keys(pairs, self.spare)
+        # (the result is the spare's when the sort took an odd number of passes)
+        return out.copy() if np.may_share_memory(out, self.spare) else out
 
     def union(self, lists: list[np.ndarray]) -> np.ndarray:
-        """The distinct values of all ``lists``, sorted; the buffers are let go."""
-        self.keep_spare()
+        """The distinct values of all ``lists``, sorted; the buffer is let go."""
         keys = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
         # A spare too short is let go now: the sort makes its own.
         spare = self.spare if len(self.spare) >= len(keys) else None
@@ -636,7 +644,7 @@ def _sort_in_groups(
     group: np.ndarray, idx: np.ndarray, rank: np.ndarray
 ) -> tuple[np.ndarray, int, np.ndarray, int]:
     """Rows sorted by (group, ``rank`` of the account), as the arguments of
-    :func:`_next_pairs` (``keys, shift, accts, mask``): one packed int64 sort when both
+    :func:`_owner_pairs` (``keys, shift, accts, mask``): one packed int64 sort when both
     fit in one, else a lexsort and two arrays."""
     bits = max(1, (len(rank) - 1).bit_length())
     if (int(group.max()) + 1).bit_length() + bits <= 62:
@@ -687,7 +695,7 @@ def _candidates(
     rank1, _, rank2, by2 = orders
     by_rank1 = _sort_in_groups(group_codes, idx, rank1)
     # Neighbours in popular groups repeat across the groups two accounts share:
-    # each list is made distinct as it comes, so the repeats are never all held.
+    # each account's are made distinct as they are found, so repeats are never held.
     everyone = len(idx)
     blocks = max(1, min(4 * numba.get_num_threads(), everyone // 65536))
     same = np.arange(n, dtype=np.int64)
@@ -917,7 +925,6 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
         n_acc,
         lists,
     )
-    lists.keep_spare()
 
     # Lockstep: MinHash bands of the slot sets, each band a group.
     if evidence.account_numbers(evidence.activity) is not None:

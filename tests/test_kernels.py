@@ -33,6 +33,7 @@ from distill_forensics.link import (
     _distinct,
     _hopeful,
     _hopeful_rule,
+    _owner_pairs,
     _pair_dots,
     _PairLists,
     _pairs_by_own,
@@ -99,12 +100,13 @@ def test_pair_lists_reuse_their_buffers_and_union_the_lists():
     )
     lists = _PairLists()
     first = _candidates(group, idx, orders, 4, 2, n, lists)
-    room, spare = lists.room, lists.spare
+    spare = lists.spare
     again = _candidates(group, idx, orders, 4, 2, n, lists)
-    assert lists.room is room and lists.spare is spare  # the same lists: no new buffers
+    assert lists.spare is spare  # the same lists: no new buffer
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not any(np.may_share_memory(a, spare) for a in first + again)
     assert np.array_equal(lists.union(first + again[:1]), np.unique(np.concatenate(first)))
-    assert len(lists.room) == len(lists.spare) == 0
+    assert len(lists.spare) == 0
 
 
 @pytest.mark.parametrize("high", [2**6, 2**20, 2**40])
@@ -238,8 +240,27 @@ def test_candidates_are_the_defined_pairs(seed, n_rows, rare_max):
     sig2 = rng.integers(0, 5, n).astype(np.uint64)
     orders = _signature_orders(sig1, sig2)
     got = _candidates(group, idx, orders, rare_max, 2, n)
+    assert all(np.array_equal(keys, np.unique(keys)) for keys in got)  # each sorted, distinct
     union = np.unique(np.concatenate(got)) if got else np.zeros(0, dtype=np.int64)
     assert np.array_equal(union, _candidates_by_definition(group, idx, orders, rare_max, 2, n))
+
+
+def test_owner_pairs_of_packed_and_separate_keys_agree():
+    # Rows sorted by (group, rank) as one packed key, or as groups beside ranks
+    # (when the two do not fit in one integer); small groups, then large ones.
+    rng = np.random.default_rng(11)
+    n, rows, bits = 300, 20_000, 9
+    label = rng.permutation(n)
+    for groups, low, high, reach in [(4_000, 1, 8, 7), (400, 9, rows, 3)]:
+        pairs = np.unique(rng.integers(0, groups, rows) * n + rng.integers(0, n, rows))
+        group, rank = pairs // n, pairs % n
+        key = (group << bits) | rank
+        # (rows numbered in either integer type)
+        small, large = np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int64)
+        packed = _owner_pairs(key, bits, key, (1 << bits) - 1, label, reach, n, low, high, 4, small)
+        separate = _owner_pairs(group, 0, rank, -1, label, reach, n, low, high, 1, large)
+        assert len(packed) == len(np.unique(packed)) > 1000
+        assert np.array_equal(np.sort(packed), np.sort(separate))
 
 
 def test_candidates_of_many_blocks_match_one_block():
