@@ -109,8 +109,10 @@ def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFram
     )
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
-    # template, so a group's rows are its members.
-    per = sketch_union_by(tpl, ["cluster_id", "value"], "n_requests", "variants").select(
+    # template, so a group's rows are its members. Grouped by template first: the
+    # rows come mostly in template order (as the evidence is sorted), so the pass
+    # over them reads memory nearly in order.
+    per = sketch_union_by(tpl, ["value", "cluster_id"], "n_requests", "variants").select(
         "cluster_id",
         "value",
         pl.col("n_rows").alias("m"),
