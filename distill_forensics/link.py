@@ -419,11 +419,12 @@ def _stable_by(key: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
 
 @compiled
 def _pairs_by_own(
-    ri: np.ndarray, rj: np.ndarray, row_len: np.ndarray, row_tile: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs grouped by the tile of the shorter row, ``walk``, then by the longer row,
-    ``own``, and each pair's position in ``ri``/``rj``: a stable sort by (tile of
-    ``walk``, ``own``). Either way round gives the same products, summed in column order.
+    keys: np.ndarray, n: int, row_len: np.ndarray, row_tile: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of ascending ``keys`` (``i * n + j``) as rows ``ri``, ``rj``, and grouped by
+    the tile of the shorter row, ``walk``, then by the longer row, ``own``, with each
+    pair's position in ``keys``: a stable sort by (tile of ``walk``, ``own``). Either
+    way round gives the same products, summed in column order.
 
     A tile (``row_tile``, from 0) is a run of rows whose entries fit in the
     processor's cache: pairs that walk rows of one tile in turn read them from
@@ -431,13 +432,20 @@ def _pairs_by_own(
     spread of its lookup for all of those pairs; with pairs in key order, the
     rows walked within a group come in ascending order. Counting sorts over
     the tiles and over the rows the chunk spans (a merge sort when the rows are
-    many more than its pairs).
+    many more than its pairs). Returns ``ri, rj, own, walk, order``.
     """
-    m = len(ri)
+    m = len(keys)
+    ri = np.empty(m, dtype=np.int64)
+    rj = np.empty(m, dtype=np.int64)
     owner = np.empty(m, dtype=np.int64)
+    i = keys[0] // n if m else 0
     lo, hi = len(row_len), -1
     for p in range(m):
-        a = rj[p] if row_len[ri[p]] < row_len[rj[p]] else ri[p]
+        while keys[p] >= (i + 1) * n:  # (keys ascend: no division per pair)
+            i += 1
+        j = keys[p] - i * n
+        ri[p], rj[p] = i, j
+        a = j if row_len[i] < row_len[j] else i
         owner[p] = a
         lo, hi = min(lo, a), max(hi, a)
     if m == 0:
@@ -447,10 +455,17 @@ def _pairs_by_own(
     else:
         by_own = _stable_by(owner - lo, np.arange(m), hi - lo + 1)
     tiles = row_tile[-1] + 1 if len(row_tile) else 1
-    order = _stable_by(row_tile[ri + rj - owner], by_own, tiles)
-    own = owner[order]
-    walk = ri[order] + rj[order] - own
-    return own, walk, order
+    walk_tile = np.empty(m, dtype=np.int64)
+    for p in range(m):
+        walk_tile[p] = row_tile[ri[p] + rj[p] - owner[p]]
+    order = _stable_by(walk_tile, by_own, tiles)
+    own = np.empty(m, dtype=np.int64)
+    walk = np.empty(m, dtype=np.int64)
+    for t in range(m):
+        p = order[t]
+        own[t] = owner[p]
+        walk[t] = ri[p] + rj[p] - owner[p]
+    return ri, rj, own, walk, order
 
 
 _TILE_ENTRIES = 1 << 19
@@ -1060,8 +1075,9 @@ def link(evidence: Evidence, options: LinkOptions | None = None) -> Links:
     matrix_parts = (matrix.indptr, matrix.indices, data, col_kind, kind_start)
     dots_buffer = np.empty((min(_CHUNK, n_candidates), sync_col + 1))
     for start in range(0, n_candidates, _CHUNK):
-        ri, rj = np.divmod(keys[start : start + _CHUNK], n_acc)
-        own, walk, order = _pairs_by_own(ri, rj, row_len, row_tile)
+        ri, rj, own, walk, order = _pairs_by_own(
+            keys[start : start + _CHUNK], n_acc, row_len, row_tile
+        )
         dots = dots_buffer[: len(ri)]
         _pair_dots(*matrix_parts, 0, sync_col, own, walk, order, where, dots)
         maybe, most = _hopeful(dots, *rule)

@@ -295,8 +295,9 @@ def test_pairs_by_own_group_each_pair_under_its_longer_row(seed):
     keys = np.unique(rng.integers(0, n * n, int(rng.integers(0, 200))))
     ri, rj = np.divmod(keys, n)
     keep = ri < rj
-    ri, rj = ri[keep], rj[keep]
-    own, walk, order = _pairs_by_own(ri, rj, row_len, row_tile)
+    keys, ri, rj = keys[keep], ri[keep], rj[keep]
+    got_i, got_j, own, walk, order = _pairs_by_own(keys, n, row_len, row_tile)
+    assert np.array_equal(got_i, ri) and np.array_equal(got_j, rj)
     assert np.array_equal(np.sort(order), np.arange(len(ri)))
     # The longer row owns the pair; on a tie, the first.
     flip = row_len[ri] < row_len[rj]
