@@ -116,6 +116,11 @@ class LinkOptions:
             raise ValueError(f"same_org_factor must be within 0 and 1, not {self.same_org_factor}")
         if self.gap_half_life_days <= 0 or self.saturation <= 0:
             raise ValueError("gap_half_life_days and saturation must be positive")
+        if self.rare_max < 1 or self.neighbours < 0:
+            raise ValueError(
+                f"rare_max must be at least 1 and neighbours at least 0, not {self.rare_max} "
+                f"and {self.neighbours}"
+            )
 
 
 @dataclass(frozen=True)
@@ -421,7 +426,8 @@ def _stable_by(key: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
 def _pairs_by_own(
     keys: np.ndarray, n: int, row_len: np.ndarray, row_tile: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs of ascending ``keys`` (``i * n + j``) as rows ``ri``, ``rj``, and grouped by
+    """The pairs of ascending ``keys`` (``i * n + j``; as :meth:`_PairLists.union` gives them,
+    which is not checked) as rows ``ri``, ``rj``, and grouped by
     the tile of the shorter row, ``walk``, then by the longer row, ``own``, with each
     pair's position in ``keys``: a stable sort by (tile of ``walk``, ``own``). Either
     way round gives the same products, summed in column order.
@@ -532,6 +538,7 @@ def _owner_pairs(
     min_size: int,
     max_size: int,
     blocks: int,
+    threads: int,
     row_type: np.ndarray,
 ) -> np.ndarray:
     """Keys ``min * n + max`` of each row paired with the next ``dmax`` rows of its run, in
@@ -540,14 +547,17 @@ def _owner_pairs(
 
     Rows are sorted by group, ``keys[r] >> shift`` (a group number), then by the
     rank of their account in one order of the accounts, ``accts[r] & mask`` (both
-    can be one packed array); that account is ``label[rank]`` (below ``n``). Pairs
-    of an account with itself are left out. Within every group the account of
-    lower rank comes first, so a pair of accounts is always found from that one,
-    its owner: each owner's pairs, gathered over all its groups, are made
-    distinct there (a mark per account), and no pair is ever held twice. Owners
-    are shared out among the threads in ``blocks`` blocks of about equal rows.
-    Rows are numbered in ``row_type``'s integer type (int32 when they fit: less to
-    write and read).
+    can be one packed array); that account is ``label[rank]`` (below ``n``, a
+    different account for each rank). Pairs of an account with itself are left
+    out. Within every group the account of lower rank comes first, so a pair of
+    accounts is always found from that one, its owner: each owner's pairs,
+    gathered over all its groups, are made distinct there (a mark per account,
+    one row of marks for each of the ``threads``, at least numba's number of
+    threads), and no pair is ever held
+    twice. Owners are shared out in ``blocks`` blocks of about equal rows. Rows
+    are numbered in ``row_type``'s integer type (int32 when they fit: less to
+    write and read). The keys are a view of a larger buffer (see
+    :meth:`_PairLists.distinct`).
     """
     owners = len(label)
     start, pos, pairs = _rows_by_owner(
@@ -564,9 +574,11 @@ def _owner_pairs(
     # the distinct ones are written, then moved together.
     out = np.empty(pairs[owners], dtype=np.int64)
     count = np.zeros(blocks, dtype=np.int64)
+    # A thread's blocks have different owners, so its marks are never stale.
+    marks = np.full((threads, n), -1, dtype=np.int32)
     for blk in numba.prange(blocks):
         lo, hi = edge[blk], edge[blk + 1]
-        mark = np.full(n, -1, dtype=np.int64)
+        mark = marks[numba.get_thread_id()]
         at = pairs[lo]
         for own in range(lo, hi):
             a = label[own]
@@ -588,7 +600,7 @@ def _owner_pairs(
         for t in range(count[blk]):  # (forward: the regions may overlap)
             out[m + t] = out[first + t]
         m += count[blk]
-    return out[:m].copy()  # (lets go of the blocks' shares)
+    return out[:m]
 
 
 @compiled
@@ -633,12 +645,12 @@ class _PairLists:
     def distinct(self, *args: Any) -> np.ndarray:
         """:func:`_owner_pairs` with arguments ``args``, sorted."""
         row_type = np.empty(0, dtype=np.int32 if len(args[0]) < 2**31 else np.int64)
-        pairs = _owner_pairs(*args, row_type)
+        pairs = _owner_pairs(*args, numba.get_num_threads(), row_type)
         if len(self.spare) < len(pairs):
             self.spare = np.empty(len(pairs), dtype=np.int64)
-        out = sort_keys(pairs, self.spare)
-        # (the result is the spare's when the sort took an odd number of passes)
-        return out.copy() if np.may_share_memory(out, self.spare) else out
+        # One copy, whichever buffer the sort ends in: the spare is kept for the
+        # next list, and the pairs' buffer holds the blocks' shares.
+        return sort_keys(pairs, self.spare).copy()
 
     def union(self, lists: list[np.ndarray]) -> np.ndarray:
         """The distinct values of all ``lists``, sorted; the buffer is let go."""
@@ -699,9 +711,9 @@ def _candidates(
     Every pair within groups of at most ``rare_max`` members; in larger groups
     each member and its next ``k`` members in each of the accounts' two
     signature orders (:func:`_signature_orders`). Keys number the accounts by
-    their rank in the first order (see :func:`link`). Keys may repeat; the
-    caller removes repeats. ``lists`` holds the work buffers (kept for the
-    caller's next lists).
+    their rank in the first order (see :func:`link`). Each list is sorted and
+    distinct; a pair may be in several (the caller makes their union).
+    ``lists`` holds the sort buffer (kept for the caller's next lists).
     """
     if len(idx) == 0:
         return []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import networkx as nx
+import numba
 import numpy as np
 import polars as pl
 import pytest
@@ -257,8 +258,11 @@ def test_owner_pairs_of_packed_and_separate_keys_agree():
         key = (group << bits) | rank
         # (rows numbered in either integer type)
         small, large = np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int64)
-        packed = _owner_pairs(key, bits, key, (1 << bits) - 1, label, reach, n, low, high, 4, small)
-        separate = _owner_pairs(group, 0, rank, -1, label, reach, n, low, high, 1, large)
+        threads = numba.get_num_threads()
+        packed = _owner_pairs(
+            key, bits, key, (1 << bits) - 1, label, reach, n, low, high, 4, threads, small
+        )
+        separate = _owner_pairs(group, 0, rank, -1, label, reach, n, low, high, 1, threads, large)
         assert len(packed) == len(np.unique(packed)) > 1000
         assert np.array_equal(np.sort(packed), np.sort(separate))
 

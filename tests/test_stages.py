@@ -355,3 +355,19 @@ def test_the_prescreen_drops_no_link(tmp_path, monkeypatch, options, screens):
     assert first.equals(link(ev, options).edges)
     assert first.height > 20
     assert (sum(ruled_out) > 0) == screens
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"same_org_factor": 1.5},
+        {"saturation": 0.0},
+        {"gap_half_life_days": -1.0},
+        {"rare_max": 0},
+        {"neighbours": -1},
+    ],
+)
+def test_link_options_refuse_values_linking_cannot_use(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        LinkOptions(**bad)
+    LinkOptions(rare_max=1, neighbours=0)  # the smallest usable values
