@@ -426,11 +426,11 @@ def _stable_by(key: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
 def _pairs_by_own(
     keys: np.ndarray, n: int, row_len: np.ndarray, row_tile: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs of ascending ``keys`` (``i * n + j``; as :meth:`_PairLists.union` gives them,
-    which is not checked) as rows ``ri``, ``rj``, and grouped by
-    the tile of the shorter row, ``walk``, then by the longer row, ``own``, with each
-    pair's position in ``keys``: a stable sort by (tile of ``walk``, ``own``). Either
-    way round gives the same products, summed in column order.
+    """The pairs of ascending ``keys`` (``i * n + j``, as :meth:`_PairLists.union` gives
+    them; not checked) as rows ``ri``, ``rj``, and grouped by the tile of the shorter
+    row, ``walk``, then by the longer row, ``own``, with each pair's position in
+    ``keys``: a stable sort by (tile of ``walk``, ``own``). Either way round gives the
+    same products, summed in column order.
 
     A tile (``row_tile``, from 0) is a run of rows whose entries fit in the
     processor's cache: pairs that walk rows of one tile in turn read them from
@@ -444,6 +444,7 @@ def _pairs_by_own(
     ri = np.empty(m, dtype=np.int64)
     rj = np.empty(m, dtype=np.int64)
     owner = np.empty(m, dtype=np.int64)
+    walk_tile = np.empty(m, dtype=np.int64)
     i = keys[0] // n if m else 0
     lo, hi = len(row_len), -1
     for p in range(m):
@@ -453,6 +454,7 @@ def _pairs_by_own(
         ri[p], rj[p] = i, j
         a = j if row_len[i] < row_len[j] else i
         owner[p] = a
+        walk_tile[p] = row_tile[i + j - a]
         lo, hi = min(lo, a), max(hi, a)
     if m == 0:
         lo = hi = 0
@@ -461,9 +463,6 @@ def _pairs_by_own(
     else:
         by_own = _stable_by(owner - lo, np.arange(m), hi - lo + 1)
     tiles = row_tile[-1] + 1 if len(row_tile) else 1
-    walk_tile = np.empty(m, dtype=np.int64)
-    for p in range(m):
-        walk_tile[p] = row_tile[ri[p] + rj[p] - owner[p]]
     order = _stable_by(walk_tile, by_own, tiles)
     own = np.empty(m, dtype=np.int64)
     walk = np.empty(m, dtype=np.int64)
@@ -553,11 +552,10 @@ def _owner_pairs(
     accounts is always found from that one, its owner: each owner's pairs,
     gathered over all its groups, are made distinct there (a mark per account,
     one row of marks for each of the ``threads``, at least numba's number of
-    threads), and no pair is ever held
-    twice. Owners are shared out in ``blocks`` blocks of about equal rows. Rows
-    are numbered in ``row_type``'s integer type (int32 when they fit: less to
-    write and read). The keys are a view of a larger buffer (see
-    :meth:`_PairLists.distinct`).
+    threads), and no pair is ever held twice. Owners are shared out in
+    ``blocks`` blocks of about equal rows. Rows are numbered in ``row_type``'s
+    integer type (int32 when they fit: less to write and read). The keys are a
+    view of a larger buffer (see :meth:`_PairLists.distinct`).
     """
     owners = len(label)
     start, pos, pairs = _rows_by_owner(

@@ -376,9 +376,9 @@ class _Trie(NamedTuple):
     packed in one integer, so moving to the next state is one lookup.
     ``step[state * width + byte_class[byte]]`` is the next state's entry or
     -1, ``width`` being the number of byte classes plus one (class 0: bytes
-    that no literal has). ``trigram`` numbers the three-class openings of literals (6 bits per
-    class; 0 for none) and ``opening[number - 1]`` is the entry of the state
-    they lead to. ``plain[state]`` holds the classes whose plain literals end
+    that no literal has). ``trigram`` numbers the three-class openings of
+    literals (6 bits per class; 0 for none) and ``opening[number - 1]`` is the
+    entry of the state they lead to. ``plain[state]`` holds the classes whose plain literals end
     there; ``out_ptr`` and ``out_ids`` list the literals with conditions (word
     boundaries, whitespace and a tail) that end there, described by the
     ``lit_*`` arrays.

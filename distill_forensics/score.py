@@ -88,25 +88,19 @@ def _clip01(e: pl.Expr) -> pl.Expr:
     return e.clip(0.0, 1.0).fill_null(0.0).fill_nan(0.0)
 
 
-def _members_rows(
-    evidence: Evidence, table: pl.DataFrame, rows: pl.LazyFrame, members: pl.DataFrame
-) -> pl.DataFrame:
-    """The members' rows of ``rows`` (a plan over ``table``), with their ``cluster_id``;
-    only those rows are gathered (the join alone: a membership filter before it costs
-    as much again). They join on the key :meth:`Evidence.keyed` gives."""
-    keyed, key = evidence.keyed(table, members)
+def _members_rows(rows: pl.LazyFrame, keyed: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The members' rows of ``rows``, with their ``cluster_id``, from the members ``keyed``
+    on ``key`` by :meth:`Evidence.keyed`; only those rows are gathered (the join alone:
+    a membership filter before it costs as much again)."""
     return rows.join(keyed.lazy(), on=key).collect()
 
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
-    # The rows carry their number only when the join will be on it (Evidence.keyed).
-    number = ["account_idx"] if evidence.account_numbers(evidence.usage) is not None else []
-    tpl = _members_rows(
-        evidence,
-        evidence.usage,
-        evidence.usage_of("template", "account_id", "value", "n_requests", "variants", *number),
-        members,
-    )
+    keyed, key = evidence.keyed(evidence.usage, members)
+    # The rows carry their number only when the join is on it.
+    number = ["account_idx"] if key == "account_idx" else []
+    columns = ("account_id", "value", "n_requests", "variants", *number)
+    tpl = _members_rows(evidence.usage_of("template", *columns), keyed, key)
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
     # template, so a group's rows are its members. Grouped by template first: the
@@ -133,7 +127,7 @@ def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     # Keyed on categories, the group-bys over members' slots need far less memory.
     category = pl.Categorical()
     act = _members_rows(
-        evidence, evidence.activity, evidence.activity.lazy(), members
+        evidence.activity.lazy(), *evidence.keyed(evidence.activity, members)
     ).with_columns(pl.col("account_id", "cluster_id").cast(category))
     span = slot_span(evidence.activity)
     per_slot = act.group_by("cluster_id", "slot").agg(pl.len().alias("active"))
