@@ -414,8 +414,7 @@ def reattach(
     # its template rows).
     members, key = evidence.keyed(evidence.usage, membership)
     into, _ = evidence.keyed(evidence.usage, into)
-    number = ["account_idx"] if key == "account_idx" else []
-    tpl = evidence.usage_of("template", "account_id", *number, "value", "n_requests")
+    tpl = evidence.usage_of("template", "account_id", key, "value", "n_requests")
     sizes = membership.group_by("cluster_id").agg(pl.len().alias("n"))
     repeated = (
         tpl.join(members.lazy(), on=key)

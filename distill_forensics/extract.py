@@ -115,9 +115,10 @@ class Evidence:
         return frame.join(numbers, on="account_id").drop("account_id"), "account_idx"
 
     def usage_of(self, kind: str, *columns: str) -> pl.LazyFrame:
-        """The usage rows of one kind with only ``columns``: a lazy plan, so the rows'
-        other columns (sketches among them) are never copied."""
-        return self.usage.lazy().filter(pl.col("kind") == kind).select(*columns)
+        """The usage rows of one kind with only ``columns`` (a name given twice is taken
+        once, so a join key from :meth:`keyed` can be named beside ``account_id``): a
+        lazy plan, so the rows' other columns (sketches among them) are never copied."""
+        return self.usage.lazy().filter(pl.col("kind") == kind).select(*dict.fromkeys(columns))
 
 
 def sketch_union(sketches: pl.Expr) -> pl.Expr:

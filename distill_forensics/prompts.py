@@ -378,10 +378,10 @@ class _Trie(NamedTuple):
     -1, ``width`` being the number of byte classes plus one (class 0: bytes
     that no literal has). ``trigram`` numbers the three-class openings of
     literals (6 bits per class; 0 for none) and ``opening[number - 1]`` is the
-    entry of the state they lead to. ``plain[state]`` holds the classes whose plain literals end
-    there; ``out_ptr`` and ``out_ids`` list the literals with conditions (word
-    boundaries, whitespace and a tail) that end there, described by the
-    ``lit_*`` arrays.
+    entry of the state they lead to. ``plain[state]`` holds the classes whose
+    plain literals end there; ``out_ptr`` and ``out_ids`` list the literals with
+    conditions (word boundaries, whitespace and a tail) that end there,
+    described by the ``lit_*`` arrays.
     """
 
     byte_class: np.ndarray

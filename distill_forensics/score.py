@@ -97,9 +97,7 @@ def _members_rows(rows: pl.LazyFrame, keyed: pl.DataFrame, key: str) -> pl.DataF
 
 def _template_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     keyed, key = evidence.keyed(evidence.usage, members)
-    # The rows carry their number only when the join is on it.
-    number = ["account_idx"] if key == "account_idx" else []
-    columns = ("account_id", "value", "n_requests", "variants", *number)
+    columns = ("account_id", key, "value", "n_requests", "variants")
     tpl = _members_rows(evidence.usage_of("template", *columns), keyed, key)
     # Distinct prompts across the members (a sketch union), so one prompt sent
     # word for word by many accounts counts once. An account has one row per
