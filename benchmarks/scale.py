@@ -51,6 +51,8 @@ import distill_forensics  # noqa: F401
 import click
 import polars as pl
 
+from distill_forensics.read import _expand  # the tool's own file discovery
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -132,8 +134,6 @@ def _worker(mode: str, logs: str, accounts: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if mode == "floor":
-        from distill_forensics.read import _expand  # the tool's own file discovery
-
         files = [f.path for f in _expand([logs])]
         scans = [
             (pl.scan_parquet(f) if f.suffix == ".parquet" else pl.scan_csv(f)).select(LOG_COLUMNS)
@@ -185,19 +185,18 @@ def measure(mode: str, logs: Path, accounts: Path) -> dict[str, Any]:
 
 
 def warm(*paths: Path) -> None:
-    """Read every byte of ``paths`` (files, or folders of files) once, so that the first
-    run measured reads its input from the page cache like the runs after it."""
-    for path in paths:
-        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if f.is_file():
-                with f.open("rb") as handle:
-                    while handle.read(1 << 24):
-                        pass
+    """Read every byte of the files the tool reads for ``paths`` (files or folders) once,
+    so that the first run measured reads its input from the page cache like the runs
+    after it."""
+    for found in _expand(paths):
+        with found.path.open("rb") as handle:
+            while handle.read(1 << 24):
+                pass
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median wall time (the lower middle one of an even number)."""
-    ranked = sorted(runs, key=lambda r: float(r["wall"]))
+    ranked = sorted(runs, key=lambda r: r["wall"])
     return ranked[(len(ranked) - 1) // 2]
 
 
@@ -267,6 +266,7 @@ def main(
     per_row: dict[str, float] = {}
     for scale in scales:
         base = dataset(scale)
+        accounts = base / "accounts.parquet"
         layouts = [("parquet", base / "logs.parquet")]
         if with_daily:
             layouts.append(("daily parquet", daily(scale)))
@@ -275,21 +275,17 @@ def main(
         for layout, path in layouts:
             # Tool and floor in turn, so a slow spell of the machine falls on both;
             # the input is read once first, so neither pays for the disk alone.
-            warm(path, base / "accounts.parquet")
+            warm(path, accounts)
             tools, floors = [], []
             for _ in range(repeat):
-                tools.append(measure("tool", path, base / "accounts.parquet"))
-                floors.append(measure("floor", path, base / "accounts.parquet"))
+                tools.append(measure("tool", path, accounts))
+                floors.append(measure("floor", path, accounts))
             tool, floor = _median_run(tools), _median_run(floors)
-            ratios = [
-                float(t["wall"]) / float(f["wall"]) for t, f in zip(tools, floors, strict=True)
-            ]
+            ratios = [t["wall"] / f["wall"] for t, f in zip(tools, floors, strict=True)]
             tm = tool["timings"]
-            assert isinstance(tm, dict)
-            rows = int(tool["rows"])
-            wall, fwall = float(tool["wall"]), float(floor["wall"])
-            peak = max(float(t["max_rss_mb"]) for t in tools)
-            floor_peak = max(float(f["max_rss_mb"]) for f in floors)
+            rows, wall, fwall = tool["rows"], tool["wall"], floor["wall"]
+            peak = max(t["max_rss_mb"] for t in tools)
+            floor_peak = max(f["max_rss_mb"] for f in floors)
             if layout == "parquet":
                 per_row[scale] = wall / rows
             lines.append(
@@ -310,15 +306,15 @@ def main(
         )
     if x4:
         scale = scales[-1]
-        base = dataset(scale)
-        warm(daily(scale), base / "accounts.parquet")  # (the copies are hard links to these)
-        one = measure("extract", daily(scale), base / "accounts.parquet")
-        four = measure("extract", repeated(scale), base / "accounts.parquet")
+        accounts = dataset(scale) / "accounts.parquet"
+        warm(daily(scale), accounts)  # (the copies are hard links to these)
+        one = measure("extract", daily(scale), accounts)
+        four = measure("extract", repeated(scale), accounts)
         emit(
-            f"\nExtraction only, daily files of `{scale}`: {int(one['rows']):,} rows "
-            f"{float(one['wall']):.1f} s peak {float(one['max_rss_mb']):,.0f} MB; "
-            f"repeated x4: {int(four['rows']):,} rows {float(four['wall']):.1f} s "
-            f"peak {float(four['max_rss_mb']):,.0f} MB"
+            f"\nExtraction only, daily files of `{scale}`: {one['rows']:,} rows "
+            f"{one['wall']:.1f} s peak {one['max_rss_mb']:,.0f} MB; "
+            f"repeated x4: {four['rows']:,} rows {four['wall']:.1f} s "
+            f"peak {four['max_rss_mb']:,.0f} MB"
         )
     if out:
         out.close()
