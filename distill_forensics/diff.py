@@ -17,7 +17,19 @@ MAJORITY = 0.5
 SHARE = 0.2
 """A new cluster draws on an old one when it holds at least this share of the old one."""
 
-CHANGES = ("new", "grown", "shrunk", "changed", "unchanged", "merged", "split", "vanished")
+CHANGES = (
+    "new",
+    "escalated",
+    "grown",
+    "shrunk",
+    "changed",
+    "unchanged",
+    "merged",
+    "split",
+    "vanished",
+)
+"""Kinds of change, in the order they are listed. ``escalated``: the same or fewer
+members, suspected tonight and not last night."""
 
 
 def carry_ids(members: pl.DataFrame, previous: pl.DataFrame) -> dict[str, str]:
@@ -123,6 +135,13 @@ def diff_members(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
         else:
             change = "new" if not src.get(cid) else "changed"
         prior = oinfo.get(cid)
+        if (
+            change in ("unchanged", "shrunk")
+            and r["suspected_new"]
+            and prior is not None
+            and not prior["suspected_old"]
+        ):
+            change = "escalated"
         joined = new_members[cid] - (old_members.get(cid, set()))
         rows.append(
             {
@@ -139,6 +158,7 @@ def diff_members(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
             }
         )
     new_ids = set(new_info.get_column("cluster_id").to_list())
+    new_scores = dict(new_info.select("cluster_id", "score_new").iter_rows())
     for r in old_info.sort("cluster_id").iter_rows(named=True):
         cid = r["cluster_id"]
         tos = tgt.get(cid, [])
@@ -158,7 +178,8 @@ def diff_members(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
                 "n_joined": 0,
                 "n_left": len(old_members[cid] - new_members.get(cid, set())),
                 "score_old": r["score_old"],
-                "score_new": None,
+                # (a split cluster's id may live on in one of its parts)
+                "score_new": new_scores.get(cid),
                 "suspected": r["suspected_old"],
             }
         )

@@ -28,7 +28,7 @@ from distill_forensics.extract import (
     finish,
     merge_parts,
 )
-from distill_forensics.read import Source
+from distill_forensics.read import Source, read_errors
 
 TABLES = ("usage", "activity", "accounts")
 PREFIX = "day="
@@ -50,25 +50,33 @@ def write_evidence(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; give a directory for the evidence store")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the evidence directory ({exc.strerror})") from None
-    parts = extract_parts(source, by_day=True, on_rows=on_rows)
-    per_day_rows = (
-        (source.frame if source.log_rows is None else source.log_rows)
-        .filter(pl.col("timestamp").is_not_null())
-        .group_by(day=pl.col("timestamp").dt.date())
-        .agg(
-            pl.len().alias("rows"),
-            (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
-            pl.col("_ip_invalid").sum().alias("invalid_ip"),
-            pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
+    # Checked now, created once the evidence is ready: a failed run leaves no empty store.
+    base = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot create the evidence directory in {str(base)!r}")
+    with read_errors(source.files):
+        parts = extract_parts(source, by_day=True, on_rows=on_rows)
+        per_day_rows = (
+            (source.frame if source.log_rows is None else source.log_rows)
+            .filter(pl.col("timestamp").is_not_null())
+            .group_by(day=pl.col("timestamp").dt.date())
+            .agg(
+                pl.len().alias("rows"),
+                (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
+                pl.col("_ip_invalid").sum().alias("invalid_ip"),
+                pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
+            )
+            .collect()
         )
-        .collect()
-    )
     activity = parts.activity.with_columns(pl.col("account_id").cast(pl.String), day=_day_of_slot())
     days = sorted(set(per_day_rows.get_column("day").to_list()))
+    if days:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"{out}: cannot create the evidence directory ({exc.strerror})"
+            ) from None
     for day in days:
         counts = per_day_rows.filter(pl.col("day") == day).drop("day").row(0, named=True)
         # Sorted, so the same day's logs always give the same bytes.

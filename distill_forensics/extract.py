@@ -821,6 +821,7 @@ def extract_parts(
     # Usage and activity stay categorical (finish and write_evidence turn them
     # into text as they sort them); the accounts become text now.
     accounts = merged.accounts.with_columns(pl.col(pl.Categorical).cast(pl.String))
+    counts = {**merged.counts, **source.account_problems}
     if source.account_table is not None:
         table = source.account_table.collect()
         # Laid out as aggregating joined rows would: attributes last, by name.
@@ -828,13 +829,11 @@ def extract_parts(
         accounts = accounts.join(
             table.select("account_id", *wanted), on="account_id", how="left"
         ).select(*accounts.columns, *wanted)
-    return Parts(
-        merged.usage,
-        merged.activity,
-        accounts,
-        merged.counts,
-        tuple(sorted(source.columns)),
-    )
+        ids = accounts.select("account_id").unique()
+        counts["accounts_not_in_table"] = (
+            ids.height - ids.join(table.select("account_id"), on="account_id", how="semi").height
+        )
+    return Parts(merged.usage, merged.activity, accounts, counts, tuple(sorted(source.columns)))
 
 
 def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl.DataFrame:

@@ -14,8 +14,8 @@ from distill_forensics.cluster import ClusterOptions, cluster, reattach
 from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
-from distill_forensics.read import read_logs
-from distill_forensics.score import ScoreOptions, score
+from distill_forensics.read import read_errors, read_logs
+from distill_forensics.score import ScoreOptions, rerank, score
 
 Progress = Callable[[str, int, int | None], None]
 """Called as ``progress(stage, done, total)``: the stage (``read``, ``link``, ``cluster``,
@@ -88,8 +88,7 @@ def analyze(
     clusters, members = score(evidence, links, membership, opt.score)
     if previous is not None:
         mapping = carry_ids(members, previous)
-        clusters = apply_ids(clusters, mapping)
-        members = apply_ids(members, mapping)
+        clusters, members = rerank(apply_ids(clusters, mapping), apply_ids(members, mapping))
     t["score"] = time.perf_counter() - t0
     note("score", clusters.height, clusters.height)
     return ClusterResult(clusters, members, evidence, links, t)
@@ -124,6 +123,7 @@ def run_cluster(
     note("read", 0, total)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evidence = extract(source, on_rows=lambda rows: note("read", rows, total))
+    with read_errors(source.files):
+        evidence = extract(source, on_rows=lambda rows: note("read", rows, total))
     timings["extract"] = time.perf_counter() - t0
     return analyze(evidence, options, progress, timings, previous)

@@ -34,7 +34,8 @@ from __future__ import annotations
 import glob
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,12 +60,14 @@ from distill_forensics.schema import (
 
 __all__ = [
     "ACCOUNTS_PREFIX",
+    "ACCOUNT_PROBLEMS",
     "MALFORMED_REASONS",
     "SUPPORTED_SUFFIXES",
     "Source",
     "load_config",
     "malformed_counts",
     "parse_time_bound",
+    "read_errors",
     "read_logs",
     "usable_rows",
 ]
@@ -80,6 +83,15 @@ MALFORMED_REASONS: dict[str, str] = {
     "invalid_ip": "ip is not a valid IPv4/IPv6 address; row kept with ip null",
     "invalid_tokens": "a token count is negative or not a whole number; row kept with it null",
 }
+
+ACCOUNT_PROBLEMS: dict[str, str] = {
+    "duplicate_account_rows": "accounts table rows repeating an account_id; each account "
+    "keeps the least value of each column, whatever the row order",
+    "null_account_rows": "accounts table rows without an account_id; skipped",
+    "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
+}
+"""What is counted about the accounts table (``Source.account_problems``, and the last in
+extraction's counts)."""
 
 # CSV cells that mean "no value" in common exports (databases, pandas, Python str(None)).
 _CSV_NULLS = ["NULL", "null", "None", "NaN", "nan", r"\N"]
@@ -123,6 +135,8 @@ class Source:
     file_rows: int | None = None
     """Rows in the log files before any time window, when every file's footer says
     (Parquet); None otherwise."""
+    account_problems: Mapping[str, int] = field(default_factory=dict)
+    """Rows of the accounts table counted under ``ACCOUNT_PROBLEMS`` (those that occur)."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +213,10 @@ def read_logs(
         frame = frame.filter(ts.is_null() | inside)
 
     accounts_path: Path | None = None
+    account_problems: dict[str, int] = {}
     if accounts is not None:
         fallback = {c: s for c, s in columns.items() if c in ACCOUNT_COLUMNS}
-        account_frame, account_present, accounts_path = _read_accounts(
+        account_frame, account_present, accounts_path, account_problems = _read_accounts(
             accounts, accounts_columns, fallback
         )
         unresolved = [
@@ -246,7 +261,40 @@ def read_logs(
         log_rows=log_rows,
         account_table=account_table,
         file_rows=None if any(p.rows is None for p in plans) else sum(p.rows or 0 for p in plans),
+        account_problems=account_problems,
     )
+
+
+_READ_FAILURES = (
+    "parquet:",
+    "could not parse",
+    "end of file",
+    "invalid utf-8",
+    "gzip",
+    "compressed",
+    "corrupt",
+)
+"""Words of the errors polars and the decompressors raise for a damaged or mislabelled file."""
+
+
+@contextmanager
+def read_errors(files: Sequence[Path]) -> Iterator[None]:
+    """Inside the block, a file that cannot be decoded as its rows are read (damaged
+    Parquet, a CSV row that cannot be parsed, a truncated .gz) raises InputError naming
+    it (``files``: the inputs read), not an internal error."""
+    try:
+        yield
+    except (pl.exceptions.ComputeError, OSError, EOFError) as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not any(word in text.lower() for word in _READ_FAILURES):
+            raise
+        if len(text) > 160:
+            text = text[:157] + "..."
+        where = str(files[0]) if len(files) == 1 else f"one of the {len(files)} input files"
+        raise InputError(
+            f"{where}: cannot read its rows ({text}); check that the file is complete and "
+            "in the format its name says"
+        ) from None
 
 
 def usable_rows(source: Source) -> pl.LazyFrame:
@@ -476,7 +524,17 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
                 encoding="utf8-lossy",  # one bad byte must not abort a long run
                 truncate_ragged_lines=True,
             )
-        return lf, lf.collect_schema(), rows
+        schema = lf.collect_schema()
+        if f.fmt != "parquet":
+            # polars renames a repeated header name rather than refusing it
+            for name in schema.names():
+                repeated = re.fullmatch(r"(.+)_duplicated_\d+", name)
+                if repeated and repeated.group(1) in schema:
+                    raise InputError(
+                        f"{f.path}: column {repeated.group(1)!r} appears more than once in the "
+                        "header; rename or remove the repeats"
+                    )
+        return lf, schema, rows
     except FileNotFoundError:
         raise InputError(f"{f.path}: file not found") from None
     except PermissionError:
@@ -811,8 +869,14 @@ def _stack(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
 
 def _read_accounts(
     accounts: str | Path, mapping: Mapping[str, str], fallback: Mapping[str, str]
-) -> tuple[pl.LazyFrame, list[str], Path]:
-    """The accounts table, one row per account_id (the first seen), canonical columns only."""
+) -> tuple[pl.LazyFrame, list[str], Path, dict[str, int]]:
+    """The accounts table, one row per account_id, canonical columns only, and its
+    problems (see ``ACCOUNT_PROBLEMS``).
+
+    An account on several rows keeps the least value of each column, as
+    account columns carried by the logs do: the same whatever the row order.
+    The table is read here, once (it has a row per account, not per request).
+    """
     files = _expand([accounts])
     plans = [
         _plan(
@@ -830,10 +894,26 @@ def _read_accounts(
     frame = _stack([_frame(p, present).drop(TOKENS_INVALID) for p in plans])
     if "signup_ip" in present:
         frame = frame.with_columns(ip_clean(pl.col("signup_ip")).alias("signup_ip"))
-    frame = frame.filter(pl.col("account_id").is_not_null()).unique(
-        subset="account_id", keep="first", maintain_order=True
-    )
-    return frame, present, files[0].path if len(files) == 1 else Path(accounts)
+    where = files[0].path if len(files) == 1 else Path(accounts)
+    with read_errors([where]):
+        table = frame.collect()
+    ids = table.get_column("account_id")
+    problems = {
+        "duplicate_account_rows": ids.len()
+        - ids.null_count()
+        - ids.n_unique()
+        + (ids.null_count() > 0),
+        "null_account_rows": ids.null_count(),
+    }
+    table = table.filter(pl.col("account_id").is_not_null())
+    if problems["duplicate_account_rows"]:
+        table = (
+            table.group_by("account_id")
+            .agg(pl.exclude("account_id").min())
+            .select(table.columns)
+            .sort("account_id")
+        )
+    return table.lazy(), present, where, {k: int(v) for k, v in problems.items() if v}
 
 
 def _join_accounts(

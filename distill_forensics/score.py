@@ -154,6 +154,10 @@ def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+RANK_ORDER = (["score", "n_accounts", "cluster_id"], [True, True, False])
+"""How clusters are ranked: by score, then size, highest first; ties by id."""
+
+
 def score(
     evidence: Evidence,
     links: Links,
@@ -336,7 +340,8 @@ def score(
         logit = logit + weight * pl.col("f_" + name)
     f = f.with_columns(score=(100.0 / (1.0 + (-logit).exp())).round(1))
     f = f.with_columns(suspected=pl.col("score") >= opt.threshold)
-    f = f.sort(["score", "n_accounts", "cluster_id"], descending=[True, True, False]).with_columns(
+    by, descending = RANK_ORDER
+    f = f.sort(by, descending=descending).with_columns(
         rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32)
     )
     link_kinds = [c[6:] for c in f.columns if c.startswith("share_")]
@@ -391,6 +396,23 @@ def score(
         )
     )
     return clusters, member_out
+
+
+def rerank(clusters: pl.DataFrame, members: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The clusters ranked again after their ids changed (ties are ranked by id), and the
+    members with the new ranks, in rank order."""
+    by, descending = RANK_ORDER
+    clusters = clusters.sort(by, descending=descending).with_columns(
+        rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32)
+    )
+    rank = clusters.select("cluster_id", pl.col("rank").alias("_rank"))
+    members = (
+        members.join(rank, on="cluster_id", how="left")
+        .with_columns(pl.col("_rank").alias("rank"))
+        .drop("_rank")
+        .sort("rank", "account_id")
+    )
+    return clusters, members
 
 
 def _links_inside(edges: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:

@@ -56,8 +56,17 @@ def _neutralised(text: pl.Expr) -> pl.Expr:
 
 
 def _iso_utc(col: pl.Expr) -> pl.Expr:
-    """Datetime -> ISO-8601 text in UTC with a Z; naive values are taken to be UTC already."""
-    return col.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+    """Datetime -> ISO-8601 text in UTC with a Z; naive values are taken to be UTC already.
+
+    Whole seconds when every value of the column is, else microseconds for all: one
+    width per column, so its text sorts as its times do.
+    """
+    fraction = (col.dt.nanosecond() != 0).any()
+    return (
+        pl.when(fraction)
+        .then(col.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        .otherwise(col.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
 
 
 def _utc(col: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
@@ -241,6 +250,14 @@ def check_output(
     """
     path = Path(path)
     kind = _format_for(path, fmt)
+    check_place(path, inputs=inputs)
+    return kind
+
+
+def check_place(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> None:
+    """Check that a file can be written at ``path`` without overwriting one of ``inputs``:
+    its directory exists, it is not a directory, it is not an input."""
+    path = Path(path)
     parent = path.parent
     if not parent.is_dir():
         raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
@@ -251,7 +268,6 @@ def check_output(
         for given in inputs:
             if Path(given).exists() and Path(given).resolve() == target:
                 raise InputError(f"{path}: is an input file; write the report to another path")
-    return kind
 
 
 def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -> None:

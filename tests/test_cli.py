@@ -275,3 +275,102 @@ def test_progress_is_silent_when_quiet():
     with status.running("reading logs…"):
         status.stage("read", 5, 10)
     assert out.getvalue() == ""
+
+
+def test_usage_errors_are_one_line_naming_the_help(runner):
+    for args, needle in ((["--bogus"], "--bogus"), (["--top", "-1"], "--top")):
+        code, err = _error(runner, ["cluster", LOGS, *args])
+        assert code == EXIT_INPUT
+        assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+        assert "cluster --help" in err
+
+
+def test_outputs_are_refused_before_the_run(runner, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = logs / "day1.csv"
+    pl.read_parquet(LOGS).head(2000).write_csv(data)
+    before = data.read_bytes()
+    key = ["--hash-key", "a key long enough to be safe"]
+    cases = [
+        (["indicators", str(data), *key, "-o", str(data)], "is an input file"),
+        (["cluster", str(logs), "-o", str(logs / "report.csv")], "input directory"),
+        (
+            [
+                "cluster",
+                str(data),
+                "-o",
+                str(tmp_path / "r.csv"),
+                "--members",
+                str(tmp_path / "r.csv"),
+            ],
+            "both",
+        ),
+        (["graph", str(data), "-o", str(tmp_path / "no" / "g.graphml")], "does not exist"),
+        (["extract", str(logs), "-o", str(logs)], "evidence store"),
+    ]
+    for args, needle in cases:
+        code, err = _error(runner, args)
+        assert code == EXIT_INPUT, (args, err)
+        assert needle in err and err.count("\n") == 1, (args, err)
+    # A second output that cannot be written stops the run before the first is written.
+    table = tmp_path / "iocs.csv"
+    code, err = _error(
+        runner,
+        [
+            "indicators",
+            str(data),
+            *key,
+            "-o",
+            str(table),
+            "--stix-output",
+            str(tmp_path / "no" / "b.json"),
+        ],
+    )
+    assert code == EXIT_INPUT and not table.exists()
+    assert data.read_bytes() == before
+    assert sorted(p.name for p in logs.iterdir()) == ["day1.csv"]
+
+
+def test_unreadable_files_are_input_errors_naming_the_file(runner, tmp_path):
+    good = tmp_path / "good.parquet"
+    pl.read_parquet(LOGS).write_parquet(good, compression="zstd")
+    damaged = bytearray(good.read_bytes())
+    for i in range(1000, len(damaged) // 2, 997):
+        damaged[i] ^= 0xFF
+    bad = tmp_path / "damaged.parquet"
+    bad.write_bytes(bytes(damaged))
+    ragged = tmp_path / "quote.csv"
+    rows = pl.read_parquet(LOGS).head(50).select("timestamp", "account_id", "ip")
+    text = rows.write_csv().splitlines()
+    text[10] = '2026-03-01T00:00:00Z,"a2 unterminated,1.2.3.4'
+    ragged.write_text("\n".join(text) + "\n")
+    store = tmp_path / "store"
+    for path in (bad, ragged):
+        for command in (["cluster", str(path)], ["extract", str(path), "-o", str(store)]):
+            code, err = _error(runner, command)
+            assert code == EXIT_INPUT, (command, err)
+            assert err.startswith(f"error: {path}: cannot read its rows") and err.count("\n") == 1
+    assert not store.exists()
+
+
+def test_account_table_problems_are_counted(runner, tmp_path):
+    ids = pl.read_parquet(ACCOUNTS).with_columns(pl.int_range(pl.len()).alias("account_id"))
+    numbered = tmp_path / "numbered.parquet"
+    ids.write_parquet(numbered)
+    result = runner.invoke(main, ["cluster", LOGS, "--accounts", str(numbered), "--top", "1"])
+    assert result.exit_code == 0
+    assert "none of the" in result.stderr and "accounts table" in result.stderr
+    table = pl.read_parquet(ACCOUNTS)
+    twice = tmp_path / "twice.parquet"
+    pl.concat([table, table.head(7)]).write_parquet(twice)
+    result = runner.invoke(main, ["cluster", LOGS, "--accounts", str(twice), "--top", "1"])
+    assert "warning: accounts table: duplicate_account_rows 7" in result.stderr
+
+
+def test_graph_and_indicators_report_malformed_rows(runner, tmp_path):
+    result = runner.invoke(
+        main, ["graph", LOGS, "--accounts", ACCOUNTS, "-o", str(tmp_path / "g.graphml")]
+    )
+    assert result.exit_code == 0
+    assert "malformed rows counted and skipped or repaired: invalid_ip" in result.stderr

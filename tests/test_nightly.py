@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from distill_forensics.cli import main
 from distill_forensics.diff import carry_ids, diff_members
 from distill_forensics.errors import EXIT_FINDINGS, EXIT_INPUT
+from distill_forensics.score import rerank
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
 LOGS = str(SAMPLE / "logs.parquet")
@@ -228,3 +229,47 @@ def test_diff_rejects_files_that_are_not_member_reports(tmp_path):
     )
     assert result.exit_code == EXIT_INPUT
     assert "cluster --members" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_diff_flags_a_cluster_suspected_tonight_with_the_same_members(tmp_path):
+    old = _members({"E": ["e1", "e2", "e3"], "Q": ["q1", "q2"]}, {"E": 10, "Q": 30})
+    new = _members({"E": ["e1", "e2", "e3"], "Q": ["q1", "q2"]}, {"E": 60, "Q": 30})
+    changes = diff_members(old, new)
+    assert dict(zip(changes["cluster_id"], changes["change"], strict=True)) == {
+        "E": "escalated",
+        "Q": "unchanged",
+    }
+    old.write_parquet(tmp_path / "old.parquet")
+    new.write_parquet(tmp_path / "new.parquet")
+    args = ["diff", str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")]
+    result = CliRunner().invoke(main, [*args, "--fail-on-changes"])
+    assert result.exit_code == EXIT_FINDINGS
+    assert result.output.splitlines()[1].split()[:2] == ["escalated", "E"]
+
+
+def test_diff_split_row_keeps_the_score_of_the_part_that_kept_the_id():
+    old = _members({"S": ["s1", "s2", "s3", "s4", "s5"]}, {"S": 60})
+    new = _members({"S": ["s1", "s2", "s3"], "T": ["s4", "s5"]}, {"S": 70, "T": 65})
+    changes = diff_members(old, new)
+    split = changes.filter(pl.col("change") == "split").row(0, named=True)
+    assert (split["cluster_id"], split["related_ids"]) == ("S", "T")
+    assert (split["n_new"], split["score_new"], split["score_change"]) == (3, 70.0, 10.0)
+
+
+def test_clusters_are_ranked_again_after_their_ids_carry_over():
+    clusters = pl.DataFrame(
+        {
+            "cluster_id": ["C-b", "C-a", "C-c"],
+            "rank": [1, 2, 3],
+            "score": [2.0, 2.0, 1.0],
+            "n_accounts": [5, 5, 5],
+        }
+    )
+    members = pl.DataFrame(
+        {"account_id": ["x", "y", "z"], "cluster_id": ["C-b", "C-a", "C-c"], "rank": [1, 2, 3]}
+    )
+    ranked, ranked_members = rerank(clusters, members)
+    assert ranked["cluster_id"].to_list() == ["C-a", "C-b", "C-c"]
+    assert ranked["rank"].to_list() == [1, 2, 3]
+    assert ranked_members.columns == members.columns
+    assert ranked_members.rows() == [("y", "C-a", 1), ("x", "C-b", 2), ("z", "C-c", 3)]

@@ -505,11 +505,27 @@ def test_accounts_join_denormalised_and_duplicates(tmp_path: Path) -> None:
     source = read_logs([tmp_path / "logs.csv"], accounts=tmp_path / "accounts.csv")
     assert source.columns == ("timestamp", "account_id", "created_at", "email", "signup_ip")
     assert source.accounts_file == tmp_path / "accounts.csv"
-    assert rows(source, "account_id", "email", "created_at", "signup_ip") == [
+    # An account on two rows keeps the least value of each column (nulls left out), as
+    # account columns in the logs do, and the repeat is counted.
+    expected = [
         ("a1", "logs@x.com", datetime(2025, 1, 1, tzinfo=UTC), "5.6.7.8"),
-        ("a2", "first@x.com", datetime(2025, 1, 1, 23, tzinfo=UTC), None),
+        ("a2", "first@x.com", datetime(2025, 1, 1, 23, tzinfo=UTC), "9.9.9.9"),
         ("a3", None, None, None),
     ]
+    assert rows(source, "account_id", "email", "created_at", "signup_ip") == expected
+    assert source.account_problems == {"duplicate_account_rows": 1}
+    # The same rows in another order give the same accounts.
+    write(
+        tmp_path / "accounts.csv",
+        "account_id,email,created_at,signup_ip\n"
+        "a2,second@x.com,2025-01-03,9.9.9.9\n"
+        ",orphan@x.com,2025-01-05,1.1.1.1\n"
+        "a2,first@x.com,2025-01-02T00:00:00+01:00,bad-ip\n"
+        "a1,acct@x.com,2025-01-01,5.6.7.8\n",
+    )
+    source = read_logs([tmp_path / "logs.csv"], accounts=tmp_path / "accounts.csv")
+    assert rows(source, "account_id", "email", "created_at", "signup_ip") == expected
+    assert source.account_problems == {"duplicate_account_rows": 1, "null_account_rows": 1}
 
 
 def test_accounts_mapping_and_log_mapping_fallback(tmp_path: Path) -> None:
@@ -649,3 +665,9 @@ def test_parse_time_bound_error() -> None:
         "invalid time 'last tuesday'; use an ISO-8601 date or datetime such as 2026-03-01, "
         "2026-03-01T12:00:00Z or 2026-03-01T12:00:00+02:00"
     )
+
+
+def test_repeated_csv_header_is_an_input_error(tmp_path: Path) -> None:
+    write(tmp_path / "logs.csv", "timestamp,account_id,account_id\n2026-03-01T12:00:00Z,a1,a2\n")
+    with pytest.raises(InputError, match="'account_id' appears more than once"):
+        read_logs([tmp_path / "logs.csv"])

@@ -14,18 +14,20 @@ from rich.table import Table
 
 from distill_forensics.cli.common import (
     Status,
+    check_outputs,
     handle_errors,
     input_options_or_evidence,
     print_frame,
     quiet_option,
     resolve_inputs,
     threshold_option,
+    warn_evidence,
 )
 from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import read_evidence
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import check_output, read_table, write_table
+from distill_forensics.write import read_table, write_table
 
 FORMATS = ("table", "csv", "json")
 
@@ -134,9 +136,7 @@ def cluster(
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
     inputs = [*logs, *([accounts] if accounts else [])]
-    for path in (output, members):
-        if path:
-            check_output(path, inputs=inputs)
+    check_outputs({"-o": output, "--members": members}, inputs)
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_table(previous) if previous else None
@@ -235,8 +235,4 @@ def _summary(status: Status, result: ClusterResult, report: pl.DataFrame) -> Non
         f"{ev.rows:,} rows, {ev.n_accounts:,} accounts, {result.clusters.height:,} clusters, "
         f"{n_susp.height:,} suspected ({int(n_susp['n_accounts'].sum() or 0):,} accounts)"
     )
-    if ev.malformed:
-        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(ev.malformed.items()))
-        status.warn(f"malformed rows counted and skipped or repaired: {parts}")
-    if ev.unused_signals:
-        status.warn("signals not used (columns absent): " + ", ".join(ev.unused_signals))
+    warn_evidence(status, ev)

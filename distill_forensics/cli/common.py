@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import polars as pl
@@ -22,6 +24,9 @@ from rich.progress import (
 )
 
 from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError, InputError
+
+if TYPE_CHECKING:
+    from distill_forensics.extract import Evidence
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -249,3 +254,94 @@ def print_frame(df: pl.DataFrame, fmt: str, render_table: Callable[[pl.DataFrame
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         render_table(df)
+
+
+def _input_places(inputs: Sequence[str]) -> tuple[set[Path], list[Path]]:
+    """The input files and directories named by ``inputs`` (globs expanded), resolved."""
+    files: set[Path] = set()
+    dirs: list[Path] = []
+    for given in inputs:
+        for name in glob.glob(given) if glob.has_magic(given) else [given]:
+            path = Path(name)
+            if path.is_dir():
+                dirs.append(path.resolve())
+            elif path.exists():
+                files.add(path.resolve())
+    return files, dirs
+
+
+def check_outputs(
+    outputs: Mapping[str, str | None], inputs: Sequence[str], *, tables: bool = True
+) -> None:
+    """Refuse unusable output paths (option name -> path) before any work is done.
+
+    Each path as :func:`~distill_forensics.write.check_output` has it (with
+    ``tables``, a known table type; an existing directory); two options may
+    not name one file; no output may be an input file or lie inside an input
+    directory, where it would overwrite the logs or be read as logs by the
+    next run.
+    """
+    from distill_forensics.write import check_output, check_place
+
+    files, dirs = _input_places(inputs)
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if not path:
+            continue
+        if tables:
+            check_output(path, inputs=inputs)
+        else:
+            check_place(path, inputs=inputs)
+        target = Path(path).resolve()
+        if target in files:
+            raise InputError(f"{path}: is an input file; write {option} to another path")
+        inside = next((d for d in dirs if target.is_relative_to(d)), None)
+        if inside is not None:
+            raise InputError(
+                f"{path}: lies in the input directory {str(inside)!r}, where the next run "
+                f"would read it as logs; write {option} elsewhere"
+            )
+        if target in seen:
+            raise InputError(f"{path}: given to both {seen[target]} and {option}; name two files")
+        seen[target] = option
+
+
+def check_store(out_dir: str, inputs: Sequence[str]) -> None:
+    """Refuse an evidence directory that is, holds or lies in one of the log ``inputs``."""
+    target = Path(out_dir).resolve()
+    files, dirs = _input_places(inputs)
+    for place in [*dirs, *files]:
+        if place == target or place.is_relative_to(target) or target.is_relative_to(place):
+            raise InputError(
+                f"{out_dir}: the evidence store would mix with the log input {str(place)!r}; "
+                "give -o a directory of its own"
+            )
+
+
+def warn_counts(status: Status, counts: Mapping[str, int], n_accounts: int | None = None) -> None:
+    """Warn of the log rows counted as malformed and of the accounts table's problems
+    (``ACCOUNT_PROBLEMS``); ``n_accounts``, the accounts in the logs, tells when the
+    table matches none of them."""
+    from distill_forensics.read import ACCOUNT_PROBLEMS
+
+    rows = {k: v for k, v in counts.items() if v and k not in ACCOUNT_PROBLEMS}
+    table = {k: v for k, v in counts.items() if v and k in ACCOUNT_PROBLEMS}
+    if rows:
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items()))
+        status.warn(f"malformed rows counted and skipped or repaired: {parts}")
+    if n_accounts and table.get("accounts_not_in_table") == n_accounts:
+        status.warn(
+            f"none of the {n_accounts:,} accounts in the logs has a row in the accounts "
+            "table; check that its account_id holds the same ids as the logs' account_id"
+        )
+        del table["accounts_not_in_table"]
+    if table:
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(table.items()))
+        status.warn(f"accounts table: {parts}")
+
+
+def warn_evidence(status: Status, evidence: Evidence) -> None:
+    """Warn of the rows and accounts counted as malformed, and of signals without columns."""
+    warn_counts(status, evidence.malformed, evidence.n_accounts)
+    if evidence.unused_signals:
+        status.warn("signals not used (columns absent): " + ", ".join(evidence.unused_signals))

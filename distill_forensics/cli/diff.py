@@ -12,7 +12,7 @@ from distill_forensics.diff import diff_members
 from distill_forensics.errors import EXIT_FINDINGS
 from distill_forensics.write import check_output, read_table, write_table
 
-ALERT = ("new", "grown", "changed", "merged", "split")
+ALERT = ("new", "escalated", "grown", "changed", "merged", "split")
 
 
 @click.command()
@@ -43,7 +43,8 @@ ALERT = ("new", "grown", "changed", "merged", "split")
     "--fail-on-changes/--pass-on-changes",
     default=False,
     show_default=True,
-    help=f"Exit {EXIT_FINDINGS} when a suspected cluster is new, grew, changed, merged or split.",
+    help=f"Exit {EXIT_FINDINGS} when a suspected cluster is new, newly suspected, grew, changed, "
+    "merged or split.",
 )
 @handle_errors
 def diff(
@@ -51,8 +52,9 @@ def diff(
 ) -> None:
     """Compare two member reports (`cluster --members` files) night over night.
 
-    Lists new, grown, shrunk, changed, merged, split and vanished clusters,
-    accounts that joined or left, and score changes. Run tonight's `cluster`
+    Lists new, escalated (newly suspected), grown, shrunk, changed, merged,
+    split and vanished clusters, how many accounts joined or left, and score
+    changes. Run tonight's `cluster`
     with `--previous` last night's members so that ids carry over.
 
     \b

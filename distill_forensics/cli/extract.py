@@ -6,10 +6,12 @@ import click
 
 from distill_forensics.cli.common import (
     Status,
+    check_store,
     handle_errors,
     input_options,
     quiet_option,
     resolve_inputs,
+    warn_counts,
 )
 from distill_forensics.evidence import write_evidence
 from distill_forensics.read import malformed_counts, read_logs
@@ -46,18 +48,17 @@ def extract(
         distill-forensics extract exports/2026-03-21.parquet --accounts billing.csv -o evidence/
         distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
+    check_store(out_dir, [*logs, *([accounts] if accounts else [])])
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     with status.running("extracting evidence…"):
         source = read_logs(list(logs), accounts=accounts, **kwargs)
         status.stage("read")
         days = write_evidence(source, out_dir, on_rows=lambda rows: status.stage("read", rows))
-        bad = {k: v for k, v in malformed_counts(source).items() if v}
+        bad = {**malformed_counts(source), **source.account_problems}
     if days:
         span = days[0].isoformat() if len(days) == 1 else f"{days[0]} to {days[-1]}"
         status.message(f"wrote {len(days)} day(s) of evidence ({span}) to {out_dir}")
     else:
         status.warn("no usable rows: nothing written")
-    if bad:
-        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(bad.items()))
-        status.warn(f"malformed rows counted and skipped or repaired: {parts}")
+    warn_counts(status, bad)

@@ -6,10 +6,12 @@ import click
 
 from distill_forensics.cli.common import (
     Status,
+    check_outputs,
     handle_errors,
     input_options,
     quiet_option,
     resolve_inputs,
+    warn_evidence,
 )
 from distill_forensics.graph import build_graph, graph_format, write_graph
 from distill_forensics.pipeline import run_cluster
@@ -51,7 +53,7 @@ def graph(
 ) -> None:
     """Write the linked accounts as a graph file for Gephi, Cytoscape or networkx.
 
-    Nodes are clustered accounts (cluster, rank, score, verdict, org); edges are
+    Nodes are clustered accounts (cluster, rank, score, suspected, org); edges are
     their links, with the kinds of evidence and the values the two accounts share.
 
     \b
@@ -62,6 +64,7 @@ def graph(
             --accounts sample_logs/accounts.parquet --cluster C-c2ec3c88f4 --bipartite -o c1.gexf
     """
     graph_format(output)  # a wrong file name fails before the run, not after it
+    check_outputs({"-o": output}, [*logs, *([accounts] if accounts else [])], tables=False)
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     with status.running("reading logs…"):
@@ -69,3 +72,4 @@ def graph(
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")
+    warn_evidence(status, result.evidence)

@@ -10,11 +10,13 @@ import click
 
 from distill_forensics.cli.common import (
     Status,
+    check_outputs,
     handle_errors,
     input_options,
     quiet_option,
     resolve_inputs,
     threshold_option,
+    warn_evidence,
 )
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
@@ -108,6 +110,12 @@ def indicators(
         _check_table_name(output)
     if stix_output:
         _check_stix_name(stix_output)
+    # Both outputs are checked before the run: a failure leaves neither written.
+    check_outputs(
+        {"-o": output, "--stix-output": stix_output},
+        [*logs, *([accounts] if accounts else [])],
+        tables=False,
+    )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     if len(hash_key.encode("utf-8")) < SHORT_KEY:
@@ -129,3 +137,4 @@ def indicators(
         write_atomic(stix_output, lambda fh: fh.write(text.encode("utf-8")))
     n_clusters = table.get_column("cluster_id").n_unique()
     status.message(f"{table.height:,} indicators for {n_clusters:,} suspected clusters")
+    warn_evidence(status, result.evidence)
