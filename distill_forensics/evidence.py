@@ -40,12 +40,19 @@ def _day_of_slot() -> pl.Expr:
 
 
 def write_evidence(
-    source: Source, out_dir: str | Path, on_rows: RowsRead | None = None
+    source: Source,
+    out_dir: str | Path,
+    on_rows: RowsRead | None = None,
+    *,
+    summary: dict[str, int] | None = None,
 ) -> list[dt.date]:
     """Extract ``source`` into one evidence folder per day under ``out_dir``.
 
     Returns the days written. A day already in the store is replaced whole.
-    ``on_rows`` hears how many rows have been read, as extraction goes.
+    ``on_rows`` hears how many rows have been read, as extraction goes;
+    ``summary``, if given, receives the run's counts: ``rows``, the malformed
+    rows per reason, the accounts table's problems (``ACCOUNT_PROBLEMS``) and
+    ``accounts``, the accounts in the logs.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -68,6 +75,9 @@ def write_evidence(
             )
             .collect()
         )
+    if summary is not None:
+        summary.update(parts.counts)
+        summary["accounts"] = parts.accounts.get_column("account_id").n_unique()
     activity = parts.activity.with_columns(pl.col("account_id").cast(pl.String), day=_day_of_slot())
     days = sorted(set(per_day_rows.get_column("day").to_list()))
     if days:

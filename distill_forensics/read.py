@@ -290,11 +290,25 @@ def read_errors(files: Sequence[Path]) -> Iterator[None]:
             raise
         if len(text) > 160:
             text = text[:157] + "..."
-        where = str(files[0]) if len(files) == 1 else f"one of the {len(files)} input files"
+        bad = files[0] if len(files) == 1 else _unreadable(files)
+        where = str(bad) if bad is not None else f"one of the {len(files)} input files"
         raise InputError(
             f"{where}: cannot read its rows ({text}); check that the file is complete and "
             "in the format its name says"
         ) from None
+
+
+def _unreadable(files: Sequence[Path]) -> Path | None:
+    """The first of ``files`` whose rows cannot all be decoded: each is read through (and
+    let go) in turn, so this costs a pass over the files before it, once a run has failed."""
+    for path in files:
+        try:
+            for f in _expand([path]):
+                lf, _, _ = _scan(f)
+                lf.sink_batches(lambda _: None)
+        except (InputError, pl.exceptions.PolarsError, OSError, EOFError):
+            return path
+    return None
 
 
 def usable_rows(source: Source) -> pl.LazyFrame:
@@ -515,6 +529,11 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
             rows = _check_parquet(f.path)
             lf = pl.scan_parquet(f.path, hive_partitioning=False, glob=False)
         else:
+            with f.path.open("rb") as fh:
+                if fh.read(4) == b"PAR1":
+                    raise InputError(
+                        f"{f.path}: is a Parquet file; name it with .parquet to read it as one"
+                    )
             lf = pl.scan_csv(
                 f.path,
                 glob=False,  # the path is already expanded; "[" in a name is literal
@@ -524,17 +543,7 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
                 encoding="utf8-lossy",  # one bad byte must not abort a long run
                 truncate_ragged_lines=True,
             )
-        schema = lf.collect_schema()
-        if f.fmt != "parquet":
-            # polars renames a repeated header name rather than refusing it
-            for name in schema.names():
-                repeated = re.fullmatch(r"(.+)_duplicated_\d+", name)
-                if repeated and repeated.group(1) in schema:
-                    raise InputError(
-                        f"{f.path}: column {repeated.group(1)!r} appears more than once in the "
-                        "header; rename or remove the repeats"
-                    )
-        return lf, schema, rows
+        return lf, lf.collect_schema(), rows
     except FileNotFoundError:
         raise InputError(f"{f.path}: file not found") from None
     except PermissionError:
@@ -546,8 +555,14 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
         raise InputError(f"{f.path}: cannot read as {kind} ({_reason(exc)})") from None
 
 
+def _printable(name: str, limit: int = 40) -> str:
+    """A column name fit for a one-line message: control characters as ``?``, cut short."""
+    text = "".join(c if c.isprintable() else "?" for c in name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED_COLUMNS])
+    shown = ", ".join(_printable(n) for n in names[:_MAX_LISTED_COLUMNS])
     extra = len(names) - _MAX_LISTED_COLUMNS
     return shown + (f", ... (+{extra} more)" if extra > 0 else "")
 
@@ -624,6 +639,16 @@ def _plan(
                 f"{f.path}: required column {canonical!r} not found "
                 f"(columns: {_listing(names)}); map it with {how_to_map.format(c=canonical)}"
             )
+    if f.fmt != "parquet":
+        # A CSV header may repeat a name: polars renames the repeats (name_duplicated_0),
+        # so which cell is read would be a guess. Refused for the columns read.
+        for name in names:
+            repeated = re.fullmatch(r"(.+)_duplicated_\d+", name)
+            if repeated and repeated.group(1) in sources.values():
+                raise InputError(
+                    f"{f.path}: column {repeated.group(1)!r} appears more than once in the "
+                    "header; rename or remove the repeats"
+                )
     return _Plan(f, lf, sources, dtypes, frozenset(schema.names()), rows)
 
 
@@ -697,7 +722,10 @@ def _epoch_from_float(value: pl.Expr) -> pl.Expr:
 
 
 def _epoch_from_int(value: pl.Expr) -> pl.Expr:
-    return _from_epoch_us(_epoch_to_us(value.cast(pl.Int64, strict=False), integer=True))
+    number = value.cast(pl.Int64, strict=False)
+    # The least Int64 has no absolute value: it would wrap around to a time in 1970.
+    number = pl.when(number != -(2**63)).then(number)
+    return _from_epoch_us(_epoch_to_us(number, integer=True))
 
 
 # ISO-8601 date, optional time (minutes, seconds and fraction optional), optional zone.

@@ -294,7 +294,7 @@ def test_outputs_are_refused_before_the_run(runner, tmp_path):
     key = ["--hash-key", "a key long enough to be safe"]
     cases = [
         (["indicators", str(data), *key, "-o", str(data)], "is an input file"),
-        (["cluster", str(logs), "-o", str(logs / "report.csv")], "input directory"),
+        (["cluster", str(logs), "-o", str(logs / "report.csv")], "lies in the log input"),
         (
             [
                 "cluster",
@@ -308,6 +308,9 @@ def test_outputs_are_refused_before_the_run(runner, tmp_path):
         ),
         (["graph", str(data), "-o", str(tmp_path / "no" / "g.graphml")], "does not exist"),
         (["extract", str(logs), "-o", str(logs)], "evidence store"),
+        # A new file that the same glob would pick up next time.
+        (["cluster", str(logs / "*.csv"), "-o", str(logs / "report.csv")], "read it as logs"),
+        (["extract", str(tmp_path / "log*"), "-o", str(tmp_path / "logs-store")], "mix"),
     ]
     for args, needle in cases:
         code, err = _error(runner, args)
@@ -330,6 +333,10 @@ def test_outputs_are_refused_before_the_run(runner, tmp_path):
     assert code == EXIT_INPUT and not table.exists()
     assert data.read_bytes() == before
     assert sorted(p.name for p in logs.iterdir()) == ["day1.csv"]
+    # A store may hold the logs it was made from: `cluster --evidence` reads day=* only.
+    result = runner.invoke(main, ["extract", str(data), "-o", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    assert any(p.name.startswith("day=") for p in tmp_path.iterdir())
 
 
 def test_unreadable_files_are_input_errors_naming_the_file(runner, tmp_path):
@@ -352,6 +359,14 @@ def test_unreadable_files_are_input_errors_naming_the_file(runner, tmp_path):
             assert code == EXIT_INPUT, (command, err)
             assert err.startswith(f"error: {path}: cannot read its rows") and err.count("\n") == 1
     assert not store.exists()
+    # Among several inputs, the damaged one is named.
+    code, err = _error(runner, ["cluster", str(good), str(bad)])
+    assert code == EXIT_INPUT and err.startswith(f"error: {bad}: cannot read its rows")
+    # Parquet bytes under a CSV name.
+    misnamed = tmp_path / "logs.csv"
+    misnamed.write_bytes(good.read_bytes())
+    code, err = _error(runner, ["cluster", str(misnamed)])
+    assert code == EXIT_INPUT and "is a Parquet file" in err and err.count("\n") == 1
 
 
 def test_account_table_problems_are_counted(runner, tmp_path):
@@ -361,6 +376,11 @@ def test_account_table_problems_are_counted(runner, tmp_path):
     result = runner.invoke(main, ["cluster", LOGS, "--accounts", str(numbered), "--top", "1"])
     assert result.exit_code == 0
     assert "none of the" in result.stderr and "accounts table" in result.stderr
+    store = tmp_path / "store"
+    result = runner.invoke(main, ["extract", LOGS, "--accounts", str(numbered), "-o", str(store)])
+    assert result.exit_code == 0
+    assert "none of the" in result.stderr
+    assert "malformed rows counted and skipped or repaired: invalid_ip 12" in result.stderr
     table = pl.read_parquet(ACCOUNTS)
     twice = tmp_path / "twice.parquet"
     pl.concat([table, table.head(7)]).write_parquet(twice)

@@ -385,7 +385,15 @@ def test_date_is_midnight_utc(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["yesterday", "2026-02-30", "2026-03-01T25:00:00", "2026-03-01T12:00:00+25:00", "1e5"]
+    "bad",
+    [
+        "yesterday",
+        "2026-02-30",
+        "2026-03-01T25:00:00",
+        "2026-03-01T12:00:00+25:00",
+        "1e5",
+        "-9223372036854775808",
+    ],
 )
 def test_unparseable_timestamps_are_marked(tmp_path: Path, bad: str) -> None:
     source = read_logs([write(tmp_path / "logs.csv", f"timestamp,account_id\n{bad},a\n")])
@@ -667,7 +675,10 @@ def test_parse_time_bound_error() -> None:
     )
 
 
-def test_repeated_csv_header_is_an_input_error(tmp_path: Path) -> None:
+def test_repeated_csv_header_is_an_input_error_when_read(tmp_path: Path) -> None:
     write(tmp_path / "logs.csv", "timestamp,account_id,account_id\n2026-03-01T12:00:00Z,a1,a2\n")
     with pytest.raises(InputError, match="'account_id' appears more than once"):
         read_logs([tmp_path / "logs.csv"])
+    # A repeated column the tool does not read is no concern of it.
+    write(tmp_path / "notes.csv", "timestamp,account_id,note,note\n2026-03-01T12:00:00Z,a1,x,y\n")
+    assert rows(read_logs([tmp_path / "notes.csv"]), "account_id") == [("a1",)]

@@ -33,6 +33,8 @@ class _Commands(click.Group):
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # no arguments at all: the help itself
         except click.UsageError as exc:
             raise _UsageLine(exc) from None
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
-import glob
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -256,18 +256,43 @@ def print_frame(df: pl.DataFrame, fmt: str, render_table: Callable[[pl.DataFrame
         render_table(df)
 
 
-def _input_places(inputs: Sequence[str]) -> tuple[set[Path], list[Path]]:
-    """The input files and directories named by ``inputs`` (globs expanded), resolved."""
-    files: set[Path] = set()
-    dirs: list[Path] = []
-    for given in inputs:
-        for name in glob.glob(given) if glob.has_magic(given) else [given]:
-            path = Path(name)
+class _Inputs:
+    """Where the log inputs are: files, directories and globs, resolved."""
+
+    def __init__(self, inputs: Sequence[str]) -> None:
+        from distill_forensics.read import _glob_root, _is_glob
+
+        self.files: set[Path] = set()
+        self.dirs: list[Path] = []
+        self.globs: list[tuple[Path, str]] = []  # (fixed root, rest of the pattern)
+        for given in inputs:
+            if _is_glob(given) and not Path(given).exists():
+                root = _glob_root(given)
+                rest = Path(given).relative_to(root) if root.parts else Path(given)
+                self.globs.append((root.resolve(), rest.as_posix()))
+                continue
+            path = Path(given)
             if path.is_dir():
-                dirs.append(path.resolve())
+                self.dirs.append(path.resolve())
             elif path.exists():
-                files.add(path.resolve())
-    return files, dirs
+                self.files.add(path.resolve())
+
+    def reads(self, target: Path) -> str | None:
+        """Which input a run given these inputs again would read ``target`` (resolved) as
+        part of: an input directory or glob it lies in or matches; None if none."""
+        for d in self.dirs:
+            if target.is_relative_to(d):
+                return str(d)
+        for root, rest in self.globs:
+            if target.is_relative_to(root):
+                parts = target.relative_to(root).parts
+                # The path itself or a directory above it matched (a matched directory is read
+                # whole); a "*" here may span folders, so this errs on the side of refusing.
+                if any(
+                    fnmatch.fnmatchcase("/".join(parts[: k + 1]), rest) for k in range(len(parts))
+                ):
+                    return str(root / rest)
+        return None
 
 
 def check_outputs(
@@ -278,12 +303,12 @@ def check_outputs(
     Each path as :func:`~distill_forensics.write.check_output` has it (with
     ``tables``, a known table type; an existing directory); two options may
     not name one file; no output may be an input file or lie inside an input
-    directory, where it would overwrite the logs or be read as logs by the
-    next run.
+    directory or match an input glob, where it would overwrite the logs or be
+    read as logs by the next run.
     """
     from distill_forensics.write import check_output, check_place
 
-    files, dirs = _input_places(inputs)
+    given = _Inputs(inputs)
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if not path:
@@ -293,13 +318,13 @@ def check_outputs(
         else:
             check_place(path, inputs=inputs)
         target = Path(path).resolve()
-        if target in files:
+        if target in given.files:
             raise InputError(f"{path}: is an input file; write {option} to another path")
-        inside = next((d for d in dirs if target.is_relative_to(d)), None)
-        if inside is not None:
+        place = given.reads(target)
+        if place is not None:
             raise InputError(
-                f"{path}: lies in the input directory {str(inside)!r}, where the next run "
-                f"would read it as logs; write {option} elsewhere"
+                f"{path}: lies in the log input {place!r}, so the next run would read it as "
+                f"logs; write {option} elsewhere"
             )
         if target in seen:
             raise InputError(f"{path}: given to both {seen[target]} and {option}; name two files")
@@ -307,15 +332,16 @@ def check_outputs(
 
 
 def check_store(out_dir: str, inputs: Sequence[str]) -> None:
-    """Refuse an evidence directory that is, holds or lies in one of the log ``inputs``."""
+    """Refuse an evidence directory that is a log input or lies in one (a directory or a
+    glob of the ``inputs``): the store would mix with the logs."""
     target = Path(out_dir).resolve()
-    files, dirs = _input_places(inputs)
-    for place in [*dirs, *files]:
-        if place == target or place.is_relative_to(target) or target.is_relative_to(place):
-            raise InputError(
-                f"{out_dir}: the evidence store would mix with the log input {str(place)!r}; "
-                "give -o a directory of its own"
-            )
+    given = _Inputs(inputs)
+    place = str(target) if target in given.files else given.reads(target)
+    if place is not None:
+        raise InputError(
+            f"{out_dir}: the evidence store would mix with the log input {place!r}; "
+            "give -o a directory of its own"
+        )
 
 
 def warn_counts(status: Status, counts: Mapping[str, int], n_accounts: int | None = None) -> None:

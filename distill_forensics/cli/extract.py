@@ -14,7 +14,7 @@ from distill_forensics.cli.common import (
     warn_counts,
 )
 from distill_forensics.evidence import write_evidence
-from distill_forensics.read import malformed_counts, read_logs
+from distill_forensics.read import read_logs
 
 
 @click.command()
@@ -54,11 +54,15 @@ def extract(
     with status.running("extracting evidence…"):
         source = read_logs(list(logs), accounts=accounts, **kwargs)
         status.stage("read")
-        days = write_evidence(source, out_dir, on_rows=lambda rows: status.stage("read", rows))
-        bad = {**malformed_counts(source), **source.account_problems}
+        counts: dict[str, int] = {}
+        days = write_evidence(
+            source, out_dir, on_rows=lambda rows: status.stage("read", rows), summary=counts
+        )
     if days:
         span = days[0].isoformat() if len(days) == 1 else f"{days[0]} to {days[-1]}"
         status.message(f"wrote {len(days)} day(s) of evidence ({span}) to {out_dir}")
     else:
         status.warn("no usable rows: nothing written")
-    warn_counts(status, bad)
+    n_accounts = counts.pop("accounts", None)
+    counts.pop("rows", None)
+    warn_counts(status, counts, n_accounts)
