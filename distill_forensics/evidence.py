@@ -28,7 +28,7 @@ from distill_forensics.extract import (
     finish,
     merge_parts,
 )
-from distill_forensics.read import Source, read_errors
+from distill_forensics.read import Source
 
 TABLES = ("usage", "activity", "accounts")
 PREFIX = "day="
@@ -61,20 +61,19 @@ def write_evidence(
     base = next(p for p in (out, *out.absolute().parents) if p.exists())
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         raise InputError(f"{out}: cannot create the evidence directory in {str(base)!r}")
-    with read_errors(source.files):
-        parts = extract_parts(source, by_day=True, on_rows=on_rows)
-        per_day_rows = (
-            (source.frame if source.log_rows is None else source.log_rows)
-            .filter(pl.col("timestamp").is_not_null())
-            .group_by(day=pl.col("timestamp").dt.date())
-            .agg(
-                pl.len().alias("rows"),
-                (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
-                pl.col("_ip_invalid").sum().alias("invalid_ip"),
-                pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
-            )
-            .collect()
+    parts = extract_parts(source, by_day=True, on_rows=on_rows)
+    per_day_rows = (
+        (source.frame if source.log_rows is None else source.log_rows)
+        .filter(pl.col("timestamp").is_not_null())
+        .group_by(day=pl.col("timestamp").dt.date())
+        .agg(
+            pl.len().alias("rows"),
+            (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
+            pl.col("_ip_invalid").sum().alias("invalid_ip"),
+            pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
         )
+        .collect()
+    )
     if summary is not None:
         summary.update(parts.counts)
         summary["accounts"] = parts.accounts.get_column("account_id").n_unique()

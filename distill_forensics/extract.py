@@ -24,7 +24,7 @@ from distill_forensics.memory import release_freed_memory
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
 from distill_forensics.radix import argsort_keys, sort_with_order
-from distill_forensics.read import Source
+from distill_forensics.read import Source, read_errors
 
 SLOT_SECONDS = 600
 """Width of an activity slot: lockstep is measured on 10-minute slots."""
@@ -814,8 +814,10 @@ def extract_parts(
     plan, log_kinds = _row_columns(source, by_day)
     acc = _Accumulator(log_kinds, by_day, on_rows)
     # The engine hands each batch over and waits for it to be aggregated, so
-    # batches never pile up faster than they are reduced.
-    plan.sink_batches(acc.add, chunk_size=batch_rows, maintain_order=False)
+    # batches never pile up faster than they are reduced. The rows are decoded
+    # here: a damaged file is named (see read_errors).
+    with read_errors(source.files):
+        plan.sink_batches(acc.add, chunk_size=batch_rows, maintain_order=False)
     merged = acc.result() or _aggregate(plan.head(0).collect(), log_kinds, by_day)
     release_freed_memory()
     # Usage and activity stay categorical (finish and write_evidence turn them

@@ -1,8 +1,9 @@
 """The account graph of a run as a networkx graph, for Gephi, Cytoscape or a notebook.
 
 Nodes are clustered accounts carrying their cluster's id, rank, score and
-whether it is suspected; edges are the links the run found between them, with the kinds of
-evidence that made each link and the attribute values the two accounts share.
+whether it is suspected; edges are the links the run found between them, with
+the kinds of evidence that made each link and the attribute values the two
+accounts share.
 A bipartite view adds one node per shared attribute value (an IP, a card, a
 prompt template) joined to the accounts that used it, which shows at a glance
 the infrastructure a campaign runs on.

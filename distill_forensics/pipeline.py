@@ -14,7 +14,7 @@ from distill_forensics.cluster import ClusterOptions, cluster, reattach
 from distill_forensics.diff import apply_ids, carry_ids
 from distill_forensics.extract import Evidence, extract
 from distill_forensics.link import LinkOptions, Links, link
-from distill_forensics.read import read_errors, read_logs
+from distill_forensics.read import read_logs
 from distill_forensics.score import ScoreOptions, rerank, score
 
 Progress = Callable[[str, int, int | None], None]
@@ -123,7 +123,6 @@ def run_cluster(
     note("read", 0, total)
     timings["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with read_errors(source.files):
-        evidence = extract(source, on_rows=lambda rows: note("read", rows, total))
+    evidence = extract(source, on_rows=lambda rows: note("read", rows, total))
     timings["extract"] = time.perf_counter() - t0
     return analyze(evidence, options, progress, timings, previous)

@@ -925,15 +925,13 @@ def _read_accounts(
     where = files[0].path if len(files) == 1 else Path(accounts)
     with read_errors([where]):
         table = frame.collect()
+    rows = table.height
+    table = table.filter(pl.col("account_id").is_not_null())
     ids = table.get_column("account_id")
     problems = {
-        "duplicate_account_rows": ids.len()
-        - ids.null_count()
-        - ids.n_unique()
-        + (ids.null_count() > 0),
-        "null_account_rows": ids.null_count(),
+        "duplicate_account_rows": ids.len() - ids.n_unique(),
+        "null_account_rows": rows - ids.len(),
     }
-    table = table.filter(pl.col("account_id").is_not_null())
     if problems["duplicate_account_rows"]:
         table = (
             table.group_by("account_id")

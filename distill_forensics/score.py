@@ -154,8 +154,12 @@ def _sync_features(evidence: Evidence, members: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-RANK_ORDER = (["score", "n_accounts", "cluster_id"], [True, True, False])
-"""How clusters are ranked: by score, then size, highest first; ties by id."""
+def _ranked(clusters: pl.DataFrame) -> pl.DataFrame:
+    """``clusters`` in rank order with their ``rank``: by score, then size, highest first;
+    ties by id."""
+    return clusters.sort(
+        ["score", "n_accounts", "cluster_id"], descending=[True, True, False]
+    ).with_columns(rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32))
 
 
 def score(
@@ -340,10 +344,7 @@ def score(
         logit = logit + weight * pl.col("f_" + name)
     f = f.with_columns(score=(100.0 / (1.0 + (-logit).exp())).round(1))
     f = f.with_columns(suspected=pl.col("score") >= opt.threshold)
-    by, descending = RANK_ORDER
-    f = f.sort(by, descending=descending).with_columns(
-        rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32)
-    )
+    f = _ranked(f)
     link_kinds = [c[6:] for c in f.columns if c.startswith("share_")]
     f = f.with_columns(
         reasons=pl.Series(
@@ -401,10 +402,7 @@ def score(
 def rerank(clusters: pl.DataFrame, members: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The clusters ranked again after their ids changed (ties are ranked by id), and the
     members with the new ranks, in rank order."""
-    by, descending = RANK_ORDER
-    clusters = clusters.sort(by, descending=descending).with_columns(
-        rank=pl.int_range(1, pl.len() + 1).cast(pl.Int32)
-    )
+    clusters = _ranked(clusters)
     rank = clusters.select("cluster_id", pl.col("rank").alias("_rank"))
     members = (
         members.join(rank, on="cluster_id", how="left")

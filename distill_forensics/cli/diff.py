@@ -54,8 +54,8 @@ def diff(
 
     Lists new, escalated (newly suspected), grown, shrunk, changed, merged,
     split and vanished clusters, how many accounts joined or left, and score
-    changes. Run tonight's `cluster`
-    with `--previous` last night's members so that ids carry over.
+    changes. Run tonight's `cluster` with `--previous` last night's members so
+    that ids carry over.
 
     \b
     Examples:

@@ -27,7 +27,7 @@ from distill_forensics.explain import Explanation, to_json
 from distill_forensics.explain import explain as explain_cluster
 from distill_forensics.extract import extract
 from distill_forensics.pipeline import analyze
-from distill_forensics.read import read_errors, read_logs
+from distill_forensics.read import read_logs
 from distill_forensics.score import LINK_KIND_LABELS
 
 FORMATS = ("text", "json")
@@ -120,12 +120,10 @@ def explain(
     with status.running("reading logs…"):
         source = read_logs(logs, accounts=accounts, **kwargs)
         status.stage("read")
-        with read_errors(source.files):
-            evidence = extract(source, on_rows=lambda rows: status.stage("read", rows))
+        evidence = extract(source, on_rows=lambda rows: status.stage("read", rows))
         result = analyze(evidence, progress=status.stage)
         status.stage("explain")
-        with read_errors(source.files):
-            explanation = explain_cluster(result, wanted, source.frame, examples=examples)
+        explanation = explain_cluster(result, wanted, source.frame, examples=examples)
     if fmt == "json":
         sys.stdout.write(json.dumps(to_json(explanation), indent=2, ensure_ascii=False) + "\n")
     else:
