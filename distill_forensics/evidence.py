@@ -28,7 +28,7 @@ from distill_forensics.extract import (
     finish,
     merge_parts,
 )
-from distill_forensics.read import Source
+from distill_forensics.read import Source, malformed_sums
 
 TABLES = ("usage", "activity", "accounts")
 PREFIX = "day="
@@ -66,12 +66,7 @@ def write_evidence(
         (source.frame if source.log_rows is None else source.log_rows)
         .filter(pl.col("timestamp").is_not_null())
         .group_by(day=pl.col("timestamp").dt.date())
-        .agg(
-            pl.len().alias("rows"),
-            (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
-            pl.col("_ip_invalid").sum().alias("invalid_ip"),
-            pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
-        )
+        .agg(pl.len().alias("rows"), *malformed_sums())
         .collect()
     )
     if summary is not None:
@@ -87,7 +82,12 @@ def write_evidence(
                 f"{out}: cannot create the evidence directory ({exc.strerror})"
             ) from None
     for day in days:
-        counts = per_day_rows.filter(pl.col("day") == day).drop("day").row(0, named=True)
+        # (Rows whose timestamp could not be read have no day: counted by the run alone.)
+        counts = (
+            per_day_rows.filter(pl.col("day") == day)
+            .drop("day", "unparseable_timestamp")
+            .row(0, named=True)
+        )
         # Sorted, so the same day's logs always give the same bytes.
         tables = {
             "usage": parts.usage.filter(pl.col("day") == day)

@@ -24,7 +24,8 @@ from distill_forensics.memory import release_freed_memory
 from distill_forensics.normalize import email_domain, email_normalized, ip_network, is_free_mail
 from distill_forensics.prompts import CAPABILITY_PATTERNS, prompt_features
 from distill_forensics.radix import argsort_keys, sort_with_order
-from distill_forensics.read import Source, read_errors
+from distill_forensics.read import Source, malformed_sums, read_errors
+from distill_forensics.schema import ROW_FLAGS
 
 SLOT_SECONDS = 600
 """Width of an activity slot: lockstep is measured on 10-minute slots."""
@@ -506,10 +507,7 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
         pl.col("account_id"),
         pl.col("timestamp"),
         pl.col("_bad"),
-        (pl.col("_ip_invalid") if "_ip_invalid" in schema else pl.lit(False)).alias("_ip_invalid"),
-        (pl.col("_tokens_invalid") if "_tokens_invalid" in schema else pl.lit(False)).alias(
-            "_tokens_invalid"
-        ),
+        *((pl.col(f) if f in schema else pl.lit(False)).alias(f) for f in ROW_FLAGS.values()),
         # The template key comes with the capability classes, below.
         *[_value_expr(kind).alias(f"_v_{kind}") for kind in log_kinds if kind != "template"],
         (prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)).alias("_ph"),
@@ -554,13 +552,7 @@ rows (one per account and address) rather than computed for every request."""
 
 def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> Parts:
     """The parts of one batch of row columns (see :func:`_row_columns`)."""
-    counts_row = batch.select(
-        pl.len().alias("rows"),
-        (pl.col("_bad") == "unparseable_timestamp").sum().alias("unparseable_timestamp"),
-        (pl.col("_bad") == "null_account_id").sum().alias("null_account_id"),
-        pl.col("_ip_invalid").sum().alias("invalid_ip"),
-        pl.col("_tokens_invalid").sum().alias("invalid_tokens"),
-    ).row(0, named=True)
+    counts_row = batch.select(pl.len().alias("rows"), *malformed_sums()).row(0, named=True)
     counts = {k: int(v or 0) for k, v in counts_row.items()}
     # Account ids and values as categories: the group-bys key on integers, and
     # the parts held for merging store each distinct text once.

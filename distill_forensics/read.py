@@ -25,8 +25,9 @@ Directories are searched recursively; files and folders whose names start with
 ``.`` or ``_`` (``_SUCCESS``, ``.crc``) are skipped, and ``key=value`` folders
 (hive partitions) supply column ``key`` when it is canonical and the file
 lacks it. CSV files are read as text: the cells ``NULL``, ``null``, ``None``,
-``NaN``, ``nan`` and ``\\N`` are missing values, bytes that are not UTF-8 are
-replaced, and a row with more cells than the header is cut to the header.
+``NaN``, ``nan`` and ``\\N`` are missing values; bytes that are not UTF-8 are
+replaced (U+FFFD) and a row with more cells than the header is cut to the header,
+and such rows are counted (``invalid_utf8``, ``extra_cells``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import polars as pl
@@ -50,12 +52,15 @@ from distill_forensics.schema import (
     ACCOUNT_COLUMNS,
     ALL_COLUMNS,
     BAD,
+    EXTRA_CELLS,
     IP_INVALID,
     REQUIRED,
+    ROW_FLAGS,
     SCHEMA,
     TIMESTAMP_COLUMNS,
     TOKEN_COLUMNS,
     TOKENS_INVALID,
+    UTF8_INVALID,
 )
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "Source",
     "load_config",
     "malformed_counts",
+    "malformed_sums",
     "parse_time_bound",
     "read_errors",
     "read_logs",
@@ -75,13 +81,16 @@ __all__ = [
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
 # Why a row was marked. The first two make a row unusable and are stored in
-# `_bad` (a row gets the first that applies); the last two keep the row, null
-# the offending value and set their own boolean column, so they can overlap.
+# `_bad` (a row gets the first that applies); the others keep the row and set
+# their own boolean column (``ROW_FLAGS``), so they can overlap.
 MALFORMED_REASONS: dict[str, str] = {
     "unparseable_timestamp": "timestamp missing, empty, or not a recognised date/time; row skipped",
     "null_account_id": "account_id missing or empty; row skipped",
     "invalid_ip": "ip is not a valid IPv4/IPv6 address; row kept with ip null",
     "invalid_tokens": "a token count is negative or not a whole number; row kept with it null",
+    "extra_cells": "CSV row with more cells than the header; row kept, the extra cells ignored",
+    "invalid_utf8": "CSV text with bytes that are not UTF-8; row kept, each bad byte read as "
+    "U+FFFD",
 }
 
 ACCOUNT_PROBLEMS: dict[str, str] = {
@@ -89,6 +98,8 @@ ACCOUNT_PROBLEMS: dict[str, str] = {
     "keeps the least value of each column, whatever the row order",
     "null_account_rows": "accounts table rows without an account_id; skipped",
     "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
+    "damaged_account_rows": "accounts table CSV rows with more cells than the header or bytes "
+    "that are not UTF-8; kept as for log rows (extra_cells, invalid_utf8)",
 }
 """What is counted about the accounts table (``Source.account_problems``, and the last in
 extraction's counts)."""
@@ -97,6 +108,10 @@ extraction's counts)."""
 _CSV_NULLS = ["NULL", "null", "None", "NaN", "nan", r"\N"]
 _MAX_LISTED_COLUMNS = 20
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
+_EXTRA = "\x00extra cells"
+"""In a CSV file's frame, a column after the header's last: each row's first cell past it."""
+_FILE_FLAGS = (TOKENS_INVALID, EXTRA_CELLS, UTF8_INVALID)
+"""The ``ROW_FLAGS`` columns set file by file (:func:`_frame`); ``ip`` is checked once."""
 
 # Mapping keys with this prefix name columns of the accounts table, not of the logs.
 ACCOUNTS_PREFIX = "accounts."
@@ -117,8 +132,8 @@ class Source:
     """Logs read into canonical form, with what was found and where it came from.
 
     ``frame`` holds the canonical columns present, in schema order, then
-    ``_bad`` (String: the reason a row cannot be used, null when usable),
-    ``_ip_invalid`` and ``_tokens_invalid`` (Boolean).
+    ``_bad`` (String: the reason a row cannot be used, null when usable) and
+    the Boolean columns of ``ROW_FLAGS`` (``_ip_invalid``, ...).
     """
 
     frame: pl.LazyFrame
@@ -232,7 +247,7 @@ def read_logs(
             )
     flags = [
         pl.col(IP_INVALID) if "ip" in present else pl.lit(False).alias(IP_INVALID),
-        pl.col(TOKENS_INVALID),
+        *(pl.col(c) for c in _FILE_FLAGS),
     ]
     frame = frame.with_columns(
         pl.when(pl.col("timestamp").is_null())
@@ -250,7 +265,7 @@ def read_logs(
             log_rows, account_table = frame, account_frame
         frame = _join_accounts(frame, account_frame, present, account_present)
         present = [c for c in ALL_COLUMNS if c in present or c in account_present]
-        frame = frame.select(*present, BAD, IP_INVALID, TOKENS_INVALID)
+        frame = frame.select(*present, BAD, *ROW_FLAGS.values())
     missing = tuple(c for c in ALL_COLUMNS if c not in present and c not in REQUIRED)
     return Source(
         frame=frame,
@@ -322,19 +337,23 @@ def malformed_counts(source: Source) -> dict[str, int]:
     >>> malformed_counts(source)  # doctest: +SKIP
     {'unparseable_timestamp': 3, 'null_account_id': 0, 'invalid_ip': 12, 'invalid_tokens': 1}
     """
-    bad = pl.col(BAD)
     rows = source.frame if source.log_rows is None else source.log_rows
-    row = (
-        rows.select(
-            (bad == "unparseable_timestamp").sum().alias("unparseable_timestamp"),
-            (bad == "null_account_id").sum().alias("null_account_id"),
-            pl.col(IP_INVALID).sum().alias("invalid_ip"),
-            pl.col(TOKENS_INVALID).sum().alias("invalid_tokens"),
-        )
-        .collect()
-        .row(0, named=True)
-    )
+    row = rows.select(malformed_sums()).collect().row(0, named=True)
     return {reason: int(row[reason] or 0) for reason in MALFORMED_REASONS}
+
+
+def malformed_sums() -> list[pl.Expr]:
+    """Rows per reason in ``MALFORMED_REASONS``, as aggregations of a frame's ``_bad`` and
+    ``ROW_FLAGS`` columns."""
+    bad = pl.col(BAD)
+    return [
+        *(
+            (bad == reason).sum().alias(reason)
+            for reason in MALFORMED_REASONS
+            if reason not in ROW_FLAGS
+        ),
+        *(pl.col(flag).sum().alias(reason) for reason, flag in ROW_FLAGS.items()),
+    ]
 
 
 def load_config(path: str | Path) -> dict[str, str]:
@@ -534,15 +553,26 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
                     raise InputError(
                         f"{f.path}: is a Parquet file; name it with .parquet to read it as one"
                     )
+            options: dict[str, Any] = {
+                "glob": False,  # the path is already expanded; "[" in a name is literal
+                "separator": _SEPARATORS[f.fmt],
+                "null_values": _CSV_NULLS,
+                "encoding": "utf8-lossy",  # one bad byte must not abort a long run: counted
+            }
+            # Every column as text (parsing below marks bad values), and one more than
+            # the header names: a row with more cells fills it and is counted, where
+            # polars would otherwise cut it short unseen.
+            schema = pl.scan_csv(f.path, infer_schema=False, **options).collect_schema()
             lf = pl.scan_csv(
                 f.path,
-                glob=False,  # the path is already expanded; "[" in a name is literal
-                separator=_SEPARATORS[f.fmt],
-                infer_schema=False,  # every column as text; parsing below marks bad values
-                null_values=_CSV_NULLS,
-                encoding="utf8-lossy",  # one bad byte must not abort a long run
+                has_header=False,
+                skip_rows=1,
+                schema={**dict.fromkeys(schema.names(), pl.String()), _EXTRA: pl.String()},
+                missing_columns="insert",
                 truncate_ragged_lines=True,
+                **options,
             )
+            return lf, schema, rows
         return lf, lf.collect_schema(), rows
     except FileNotFoundError:
         raise InputError(f"{f.path}: file not found") from None
@@ -850,7 +880,8 @@ def _token_stages(plan: _Plan, name: str, col: pl.Expr, dtype: pl.DataType) -> _
 
 
 def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
-    """One file as canonical columns (nulls for those only other files have) + `_tokens_invalid`."""
+    """One file as canonical columns (nulls for those only other files have), then the
+    flags of ``_FILE_FLAGS``."""
     hive = {k: pl.lit(v, dtype=pl.String) for k, v in plan.file.hive.items()}
     stages: _Stages = [[]]
     flags: list[pl.Expr] = []
@@ -880,11 +911,26 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
                 stages.append([])
             stages[i].extend(exprs)
 
+    # Text polars read leniently: extra cells, and bytes not UTF-8 (read as U+FFFD),
+    # in the columns used. Parquet text is UTF-8 by the format's rules.
+    extra = utf8 = pl.lit(False)
+    if plan.file.fmt != "parquet":
+        extra = pl.col(_EXTRA).is_not_null()
+        used = sorted({s for s in plan.sources.values() if s in plan.in_file})
+        if used:
+            replaced = (pl.col(s).str.contains("\ufffd", literal=True) for s in used)
+            utf8 = pl.any_horizontal(replaced).fill_null(False)
+    stages[0].extend([extra.alias(EXTRA_CELLS), utf8.alias(UTF8_INVALID)])
     frame = plan.frame.select(stages[0])
     for exprs in stages[1:]:
         frame = frame.with_columns(exprs)
     flag = pl.any_horizontal(flags) if flags else pl.lit(False)
-    return frame.select(*(pl.col(c).cast(SCHEMA[c]) for c in present), flag.alias(TOKENS_INVALID))
+    return frame.select(
+        *(pl.col(c).cast(SCHEMA[c]) for c in present),
+        flag.alias(TOKENS_INVALID),
+        EXTRA_CELLS,
+        UTF8_INVALID,
+    )
 
 
 def _stack(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
@@ -926,11 +972,14 @@ def _read_accounts(
     with read_errors([where]):
         table = frame.collect()
     rows = table.height
+    damaged = table.select((pl.col(EXTRA_CELLS) | pl.col(UTF8_INVALID)).sum()).item()
+    table = table.drop(EXTRA_CELLS, UTF8_INVALID)
     table = table.filter(pl.col("account_id").is_not_null())
     ids = table.get_column("account_id")
     problems = {
         "duplicate_account_rows": ids.len() - ids.n_unique(),
         "null_account_rows": rows - ids.len(),
+        "damaged_account_rows": damaged,
     }
     if problems["duplicate_account_rows"]:
         table = (

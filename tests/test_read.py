@@ -421,9 +421,51 @@ def test_malformed_counts(tmp_path: Path) -> None:
         "null_account_id": 2,
         "invalid_ip": 2,
         "invalid_tokens": 3,
+        "extra_cells": 0,
+        "invalid_utf8": 0,
     }
     assert list(malformed_counts(source)) == list(MALFORMED_REASONS)
     assert usable_rows(source).select(pl.len()).collect().item() == 3
+
+
+# A row with a cell past the header, one with an empty one (a trailing separator: nothing
+# lost), bytes that are not UTF-8 in a column read and in one that is not.
+RAGGED = (
+    b"timestamp,account_id,ip,note\n"
+    b"2026-03-01T12:00:00Z,a1,1.2.3.4,x\n"
+    b"2026-03-01T12:00:00Z,a2,1.2.3.5,x,spilled,over\n"
+    b"2026-03-01T12:00:00Z,a3,1.2.3.6,x,\n"
+    b"2026-03-01T12:00:00Z,caf\xe9,1.2.3.7,x\n"
+    b"2026-03-01T12:00:00Z,a5,1.2.3.8,\xff\n"
+    b"2026-03-01T12:00:00Z,a6\n"
+)
+
+
+@pytest.mark.parametrize("name", ["logs.csv", "logs.tsv.gz"])
+def test_extra_cells_and_bytes_not_utf8_are_counted(tmp_path: Path, name: str) -> None:
+    data = RAGGED if name.startswith("logs.csv") else RAGGED.replace(b",", b"\t")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    source = read_logs([path])
+    counts = malformed_counts(source)
+    assert (counts["extra_cells"], counts["invalid_utf8"]) == (1, 1)
+    # The rows are kept, cut to the header; a short row has nulls.
+    assert rows(source, "account_id", "ip", "_extra_cells", "_utf8_invalid") == [
+        ("a1", "1.2.3.4", False, False),
+        ("a2", "1.2.3.5", True, False),
+        ("a3", "1.2.3.6", False, False),
+        ("caf\ufffd", "1.2.3.7", False, True),
+        ("a5", "1.2.3.8", False, False),
+        ("a6", None, False, False),
+    ]
+
+
+def test_parquet_rows_have_no_extra_cells_or_bad_bytes(tmp_path: Path) -> None:
+    pl.DataFrame({"timestamp": [NOON], "account_id": ["caf\ufffd"]}).write_parquet(
+        tmp_path / "logs.parquet"
+    )
+    counts = malformed_counts(read_logs([tmp_path / "logs.parquet"]))
+    assert (counts["extra_cells"], counts["invalid_utf8"]) == (0, 0)
 
 
 def test_bad_values_are_nulled_and_flagged(tmp_path: Path) -> None:
@@ -489,6 +531,8 @@ def test_source_lists_present_and_missing_columns(tmp_path: Path) -> None:
         "_bad",
         "_ip_invalid",
         "_tokens_invalid",
+        "_extra_cells",
+        "_utf8_invalid",
     ]
 
 
@@ -534,6 +578,16 @@ def test_accounts_join_denormalised_and_duplicates(tmp_path: Path) -> None:
     source = read_logs([tmp_path / "logs.csv"], accounts=tmp_path / "accounts.csv")
     assert rows(source, "account_id", "email", "created_at", "signup_ip") == expected
     assert source.account_problems == {"duplicate_account_rows": 1, "null_account_rows": 1}
+    # Rows cut to the header or with bytes that are not UTF-8 are counted, and read.
+    path = tmp_path / "accounts.csv"
+    path.write_bytes(b"account_id,email\na1,acct@x.com,spilled\na2,caf\xe9@x.com\na3,plain@x.com\n")
+    source = read_logs([tmp_path / "logs.csv"], accounts=path)
+    assert rows(source, "account_id", "email") == [
+        ("a1", "logs@x.com"),
+        ("a2", "caf\ufffd@x.com"),
+        ("a3", "plain@x.com"),
+    ]
+    assert source.account_problems == {"damaged_account_rows": 2}
 
 
 def test_accounts_mapping_and_log_mapping_fallback(tmp_path: Path) -> None:
