@@ -28,7 +28,7 @@ from distill_forensics.extract import (
     finish,
     merge_parts,
 )
-from distill_forensics.read import Source, malformed_sums
+from distill_forensics.read import Source
 
 TABLES = ("usage", "activity", "accounts")
 PREFIX = "day="
@@ -62,13 +62,8 @@ def write_evidence(
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         raise InputError(f"{out}: cannot create the evidence directory in {str(base)!r}")
     parts = extract_parts(source, by_day=True, on_rows=on_rows)
-    per_day_rows = (
-        (source.frame if source.log_rows is None else source.log_rows)
-        .filter(pl.col("timestamp").is_not_null())
-        .group_by(day=pl.col("timestamp").dt.date())
-        .agg(pl.len().alias("rows"), *malformed_sums())
-        .collect()
-    )
+    per_day_rows = parts.day_counts
+    assert per_day_rows is not None  # (extracted by day)
     if summary is not None:
         summary.update(parts.counts)
         summary["accounts"] = parts.accounts.get_column("account_id").n_unique()

@@ -460,6 +460,9 @@ class Parts:
     accounts: pl.DataFrame
     counts: dict[str, int]
     columns: tuple[str, ...]
+    day_counts: pl.DataFrame | None = None
+    """With ``by_day``: ``counts`` per ``day`` (rows whose timestamp could not be read
+    have no day, and count in ``counts`` alone)."""
 
 
 ACCOUNT_COUNTERS = (
@@ -552,8 +555,18 @@ rows (one per account and address) rather than computed for every request."""
 
 def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> Parts:
     """The parts of one batch of row columns (see :func:`_row_columns`)."""
-    counts_row = batch.select(pl.len().alias("rows"), *malformed_sums()).row(0, named=True)
+    sums = [pl.len().alias("rows"), *malformed_sums()]
+    counts_row = batch.select(sums).row(0, named=True)
     counts = {k: int(v or 0) for k, v in counts_row.items()}
+    day_counts = None
+    if by_day:
+        day_counts = (
+            batch.lazy()
+            .filter(pl.col("day").is_not_null())
+            .group_by("day")
+            .agg(s.cast(pl.Int64) for s in sums)
+            .collect()
+        )
     # Account ids and values as categories: the group-bys key on integers, and
     # the parts held for merging store each distinct text once.
     category = pl.Categorical()
@@ -628,7 +641,7 @@ def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> P
         accounts = accounts.with_columns(
             pl.lit(0, pl.Int64).alias(c) for c in ACCOUNT_COUNTERS if c not in accounts.columns
         )
-    return Parts(usage, frames[-2], accounts, counts, ())
+    return Parts(usage, frames[-2], accounts, counts, (), day_counts)
 
 
 def _derived_usage(
@@ -773,7 +786,9 @@ def _shards(part: Parts) -> list[Parts]:
 
     usage, activity, accounts = split(part.usage), split(part.activity), split(part.accounts)
     return [
-        Parts(usage[s], activity[s], accounts[s], part.counts if s == 0 else {}, part.columns)
+        Parts(usage[s], activity[s], accounts[s], {}, part.columns)
+        if s
+        else Parts(usage[s], activity[s], accounts[s], part.counts, part.columns, part.day_counts)
         for s in range(MERGE_SHARDS)
     ]
 
@@ -786,6 +801,7 @@ def _concat(parts: Sequence[Parts]) -> Parts:
         pl.concat([p.accounts for p in parts], rechunk=False),
         _sum_counts(parts),
         _union_columns(parts),
+        _sum_day_counts(parts),
     )
 
 
@@ -827,7 +843,8 @@ def extract_parts(
         counts["accounts_not_in_table"] = (
             ids.height - ids.join(table.select("account_id"), on="account_id", how="semi").height
         )
-    return Parts(merged.usage, merged.activity, accounts, counts, tuple(sorted(source.columns)))
+    columns = tuple(sorted(source.columns))
+    return Parts(merged.usage, merged.activity, accounts, counts, columns, merged.day_counts)
 
 
 def _merge_usage(frames: Sequence[pl.DataFrame], keys: Sequence[str] = ()) -> pl.DataFrame:
@@ -893,6 +910,13 @@ def _sum_counts(parts: Sequence[Parts]) -> dict[str, int]:
     return counts
 
 
+def _sum_day_counts(parts: Sequence[Parts]) -> pl.DataFrame | None:
+    frames = [p.day_counts for p in parts if p.day_counts is not None]
+    if not frames:
+        return None
+    return pl.concat(frames).group_by("day").agg(pl.all().sum()).sort("day")
+
+
 def _union_columns(parts: Sequence[Parts]) -> tuple[str, ...]:
     return tuple(sorted(set().union(*(p.columns for p in parts))))
 
@@ -917,6 +941,7 @@ def _merge(parts: Sequence[Parts], keys: Sequence[str] = ()) -> Parts:
         _merge_accounts([p.accounts for p in parts], keys),
         _sum_counts(parts),
         _union_columns(parts),
+        _sum_day_counts(parts),
     )
 
 

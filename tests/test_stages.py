@@ -211,6 +211,42 @@ def test_merging_as_batches_arrive_is_exact(tmp_path, monkeypatch):
         assert_frame_equal(getattr(whole, name), getattr(often, name))
 
 
+def test_per_day_counts_come_from_the_one_pass_and_survive_merges(tmp_path, monkeypatch):
+    import importlib
+
+    from polars.testing import assert_frame_equal
+
+    from distill_forensics.read import malformed_sums
+
+    extract_module = importlib.import_module("distill_forensics.extract")
+    logs, accounts = write(tmp_path, campaign(30), strangers(60), background(200))
+    frame = pl.read_parquet(logs)
+    # Some rows lose their timestamp (no day) or account, or carry a bad address.
+    frame = frame.with_row_index("_i").with_columns(
+        timestamp=pl.when(pl.col("_i") % 97 == 0).then(None).otherwise(pl.col("timestamp")),
+        account_id=pl.when(pl.col("_i") % 89 == 0).then(None).otherwise(pl.col("account_id")),
+        ip=pl.when(pl.col("_i") % 83 == 0).then(pl.lit("bad")).otherwise(pl.col("ip")),
+    )
+    frame.drop("_i").write_parquet(logs)
+    source = read_logs([logs], accounts=accounts)
+    expected = (
+        source.frame.filter(pl.col("timestamp").is_not_null())
+        .group_by(day=pl.col("timestamp").dt.date())
+        .agg(pl.len().alias("rows"), *malformed_sums())
+        .with_columns(pl.exclude("day").cast(pl.Int64))
+        .sort("day")
+        .collect()
+    )
+    assert expected["null_account_id"].sum() > 0 and expected["invalid_ip"].sum() > 0
+    monkeypatch.setattr(extract_module, "FIRST_MERGE_ROWS", 400)
+    monkeypatch.setattr(extract_module, "MERGE_ROWS", 80)
+    parts = extract_module.extract_parts(source, by_day=True, batch_rows=300)
+    assert parts.day_counts is not None
+    assert_frame_equal(parts.day_counts, expected)
+    assert parts.counts["rows"] == frame.height
+    assert parts.counts["unparseable_timestamp"] == frame["timestamp"].null_count() > 0
+
+
 def test_accounts_table_joined_per_account_equals_joined_per_row(tmp_path):
     from dataclasses import replace
 
