@@ -27,12 +27,14 @@ Directories are searched recursively; files and folders whose names start with
 lacks it. CSV files are read as text: the cells ``NULL``, ``null``, ``None``,
 ``NaN``, ``nan`` and ``\\N`` are missing values; bytes that are not UTF-8 are
 replaced (U+FFFD) and a row with more cells than the header is cut to the header,
-and such rows are counted (``invalid_utf8``, ``extra_cells``).
+and such rows are counted (``invalid_utf8``, which counts U+FFFD itself too, and
+``extra_cells``).
 """
 
 from __future__ import annotations
 
 import glob
+import gzip
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -89,17 +91,17 @@ MALFORMED_REASONS: dict[str, str] = {
     "invalid_ip": "ip is not a valid IPv4/IPv6 address; row kept with ip null",
     "invalid_tokens": "a token count is negative or not a whole number; row kept with it null",
     "extra_cells": "CSV row with more cells than the header; row kept, the extra cells ignored",
-    "invalid_utf8": "CSV text with bytes that are not UTF-8; row kept, each bad byte read as "
-    "U+FFFD",
+    "invalid_utf8": "CSV text with bytes that are not UTF-8 (read as U+FFFD) or with U+FFFD "
+    "itself; row kept",
 }
 
 ACCOUNT_PROBLEMS: dict[str, str] = {
     "duplicate_account_rows": "accounts table rows repeating an account_id; each account "
     "keeps the least value of each column, whatever the row order",
     "null_account_rows": "accounts table rows without an account_id; skipped",
-    "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
     "damaged_account_rows": "accounts table CSV rows with more cells than the header or bytes "
     "that are not UTF-8; kept as for log rows (extra_cells, invalid_utf8)",
+    "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
 }
 """What is counted about the accounts table (``Source.account_problems``, and the last in
 extraction's counts)."""
@@ -335,7 +337,8 @@ def malformed_counts(source: Source) -> dict[str, int]:
     """Rows per reason in ``MALFORMED_REASONS``, computed in one lazy aggregation.
 
     >>> malformed_counts(source)  # doctest: +SKIP
-    {'unparseable_timestamp': 3, 'null_account_id': 0, 'invalid_ip': 12, 'invalid_tokens': 1}
+    {'unparseable_timestamp': 3, 'null_account_id': 0, 'invalid_ip': 12, 'invalid_tokens': 1,
+     'extra_cells': 0, 'invalid_utf8': 0}
     """
     rows = source.frame if source.log_rows is None else source.log_rows
     row = rows.select(malformed_sums()).collect().row(0, named=True)
@@ -563,12 +566,15 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
             # the header names: a row with more cells fills it and is counted, where
             # polars would otherwise cut it short unseen.
             schema = pl.scan_csv(f.path, infer_schema=False, **options).collect_schema()
+            if _EXTRA in schema:
+                raise InputError(f"{f.path}: a column is named {_EXTRA!r}; rename it")
             lf = pl.scan_csv(
                 f.path,
                 has_header=False,
-                skip_rows=1,
+                skip_rows=1 + _empty_lines_before_header(f.path),
                 schema={**dict.fromkeys(schema.names(), pl.String()), _EXTRA: pl.String()},
                 missing_columns="insert",
+                extra_columns="ignore",
                 truncate_ragged_lines=True,
                 **options,
             )
@@ -583,6 +589,20 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
     except (OSError, ValueError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
         kind = "Parquet" if f.fmt == "parquet" else f.fmt.upper()
         raise InputError(f"{f.path}: cannot read as {kind} ({_reason(exc)})") from None
+
+
+def _empty_lines_before_header(path: Path) -> int:
+    """Empty lines before a CSV file's header (after a byte-order mark), which polars
+    passes over to find the header but counts among the rows to skip before the data."""
+    try:
+        with path.open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
+            head = fh.read(1 << 16).removeprefix(b"\xef\xbb\xbf")
+    except (OSError, EOFError):  # a damaged file: reading its rows names it (read_errors)
+        return 0
+    lines = head.split(b"\n")[:-1]  # (the last may be cut short)
+    return next((n for n, line in enumerate(lines) if line not in (b"", b"\r")), len(lines))
 
 
 def _printable(name: str, limit: int = 40) -> str:

@@ -460,6 +460,34 @@ def test_extra_cells_and_bytes_not_utf8_are_counted(tmp_path: Path, name: str) -
     ]
 
 
+@pytest.mark.parametrize(
+    ("data", "extra"),
+    [
+        # The widest row first: polars would take its width for the file's.
+        (b"timestamp,account_id,ip\nT,a1,1.2.3.4,x,y\nT,a2,1.2.3.5\n", 1),
+        # Empty lines before the header, which polars passes over to find it.
+        (b"\ntimestamp,account_id,ip\nT,a1,1.2.3.4\nT,a2,1.2.3.5\n", 0),
+        (b"\xef\xbb\xbf\r\n\r\ntimestamp,account_id,ip\r\nT,a1,1.2.3.4\r\nT,a2,1.2.3.5\r\n", 0),
+    ],
+)
+@pytest.mark.parametrize("name", ["logs.csv", "logs.csv.gz"])
+def test_csv_rows_start_after_the_header(tmp_path: Path, data: bytes, extra: int, name: str):
+    data = data.replace(b"T,", b"2026-03-01T12:00:00Z,")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    source = read_logs([path])
+    assert rows(source, "account_id", "ip") == [("a1", "1.2.3.4"), ("a2", "1.2.3.5")]
+    counts = {k: v for k, v in malformed_counts(source).items() if v}
+    assert counts == ({"extra_cells": extra} if extra else {})
+
+
+def test_csv_column_named_as_the_extra_cells_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "logs.csv"
+    path.write_bytes(b"timestamp,account_id,\x00extra cells\n2026-03-01T12:00:00Z,a1,x\n")
+    with pytest.raises(InputError, match="rename it"):
+        read_logs([path])
+
+
 def test_parquet_rows_have_no_extra_cells_or_bad_bytes(tmp_path: Path) -> None:
     pl.DataFrame({"timestamp": [NOON], "account_id": ["caf\ufffd"]}).write_parquet(
         tmp_path / "logs.parquet"
@@ -580,7 +608,9 @@ def test_accounts_join_denormalised_and_duplicates(tmp_path: Path) -> None:
     assert source.account_problems == {"duplicate_account_rows": 1, "null_account_rows": 1}
     # Rows cut to the header or with bytes that are not UTF-8 are counted, and read.
     path = tmp_path / "accounts.csv"
-    path.write_bytes(b"account_id,email\na1,acct@x.com,spilled\na2,caf\xe9@x.com\na3,plain@x.com\n")
+    path.write_bytes(
+        b"\naccount_id,email\na1,acct@x.com,spilled\na2,caf\xe9@x.com\na3,plain@x.com\n"
+    )
     source = read_logs([tmp_path / "logs.csv"], accounts=path)
     assert rows(source, "account_id", "email") == [
         ("a1", "logs@x.com"),
