@@ -34,7 +34,6 @@ and such rows are counted (``invalid_utf8``, which counts U+FFFD itself too, and
 from __future__ import annotations
 
 import glob
-import gzip
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -592,17 +591,33 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
 
 
 def _empty_lines_before_header(path: Path) -> int:
-    """Empty lines before a CSV file's header (after a byte-order mark), which polars
-    passes over to find the header but counts among the rows to skip before the data."""
-    try:
-        with path.open("rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
-            head = fh.read(1 << 16).removeprefix(b"\xef\xbb\xbf")
-    except (OSError, EOFError):  # a damaged file: reading its rows names it (read_errors)
-        return 0
-    lines = head.split(b"\n")[:-1]  # (the last may be cut short)
-    return next((n for n, line in enumerate(lines) if line not in (b"", b"\r")), len(lines))
+    """Empty lines before a CSV file's header, which polars passes over to find the header
+    but counts among the rows to skip before the data. Counted by polars itself (its
+    decompression, byte-order mark and line endings) in a one-column read of the first
+    lines, with a separator and no quoting: an empty line is a null there."""
+    lines = 1024
+    while True:
+        first = (
+            pl.scan_csv(
+                path,
+                glob=False,
+                has_header=False,
+                separator="\x1f",
+                quote_char=None,
+                infer_schema=False,
+                truncate_ragged_lines=True,
+                encoding="utf8-lossy",
+                n_rows=lines,
+            )
+            .collect()
+            .to_series()
+        )
+        text = first.is_not_null()
+        if text.any():
+            return int(text.arg_max() or 0)
+        if len(first) < lines:
+            return len(first)
+        lines *= 16
 
 
 def _printable(name: str, limit: int = 40) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import zlib
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -468,13 +470,16 @@ def test_extra_cells_and_bytes_not_utf8_are_counted(tmp_path: Path, name: str) -
         # Empty lines before the header, which polars passes over to find it.
         (b"\ntimestamp,account_id,ip\nT,a1,1.2.3.4\nT,a2,1.2.3.5\n", 0),
         (b"\xef\xbb\xbf\r\n\r\ntimestamp,account_id,ip\r\nT,a1,1.2.3.4\r\nT,a2,1.2.3.5\r\n", 0),
+        (b"\n" * 70_000 + b"timestamp,account_id,ip\nT,a1,1.2.3.4\nT,a2,1.2.3.5\n", 0),
     ],
 )
-@pytest.mark.parametrize("name", ["logs.csv", "logs.csv.gz"])
-def test_csv_rows_start_after_the_header(tmp_path: Path, data: bytes, extra: int, name: str):
+@pytest.mark.parametrize("compress", [None, gzip.compress, zlib.compress])
+def test_csv_rows_start_after_the_header(
+    tmp_path: Path, data: bytes, extra: int, compress: Callable[[bytes], bytes] | None
+) -> None:
     data = data.replace(b"T,", b"2026-03-01T12:00:00Z,")
-    path = tmp_path / name
-    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    path = tmp_path / ("logs.csv.gz" if compress else "logs.csv")
+    path.write_bytes(compress(data) if compress else data)
     source = read_logs([path])
     assert rows(source, "account_id", "ip") == [("a1", "1.2.3.4"), ("a2", "1.2.3.5")]
     counts = {k: v for k, v in malformed_counts(source).items() if v}
