@@ -31,6 +31,12 @@ from distill_forensics.extract import (
 from distill_forensics.read import Source
 
 TABLES = ("usage", "activity", "accounts")
+_TABLE_COLUMNS = {
+    "usage": ("account_id", "kind", "value", "n_requests", "first_seen", "last_seen", "variants"),
+    "activity": ("account_id", "slot", "n"),
+    "accounts": ("account_id", "n_requests", "first_seen", "last_seen"),
+}
+"""Columns each table of a day must have (the accounts table has more, by input)."""
 PREFIX = "day="
 FORMAT_VERSION = 1
 
@@ -163,20 +169,58 @@ def read_evidence(
     parts = []
     for day in days:
         folder = root / f"{PREFIX}{day.isoformat()}"
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise InputError(
-                f"{folder}: evidence format {meta.get('format')} is not {FORMAT_VERSION}; "
-                "extract that day again"
-            )
-        tables = {name: pl.read_parquet(folder / f"{name}.parquet") for name in TABLES}
+        counts, columns = _read_meta(folder)
+        tables = {name: _read_table(folder / f"{name}.parquet", name) for name in TABLES}
         parts.append(
             Parts(
                 tables["usage"].with_columns(day=pl.lit(day)),
                 tables["activity"],
                 tables["accounts"].with_columns(day=pl.lit(day)),
-                {k: int(v) for k, v in meta["counts"].items()},
-                tuple(meta["columns"]),
+                counts,
+                columns,
             )
         )
     return finish(merge_parts(parts))
+
+
+def _damaged(path: Path, why: str) -> InputError:
+    return InputError(
+        f"{path}: {why}; the evidence day is damaged: extract that day again "
+        "(`distill-forensics extract LOGS -o STORE`)"
+    )
+
+
+def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A day's counts and input columns, from its ``meta.json``."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # (a JSONDecodeError or bad text is a ValueError)
+        raise _damaged(path, f"cannot read it ({str(exc).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, "not an evidence day's metadata")
+    if meta.get("format") != FORMAT_VERSION:
+        raise InputError(
+            f"{folder}: evidence format {meta.get('format')} is not {FORMAT_VERSION}; "
+            "extract that day again"
+        )
+    try:
+        counts = {str(k): int(v) for k, v in meta["counts"].items()}
+        columns = tuple(str(c) for c in meta["columns"])
+    except (KeyError, AttributeError, TypeError, ValueError):
+        raise _damaged(path, "its counts or columns are missing or not as written") from None
+    return counts, columns
+
+
+def _read_table(path: Path, name: str) -> pl.DataFrame:
+    """One table of a day, with the columns merging needs."""
+    try:
+        table = pl.read_parquet(path)
+    except FileNotFoundError:
+        raise _damaged(path, "missing") from None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise _damaged(path, f"cannot read it as Parquet ({str(exc).splitlines()[0]})") from None
+    lacking = [c for c in _TABLE_COLUMNS[name] if c not in table.columns]
+    if lacking:
+        raise _damaged(path, f"not the {name} table of an evidence day (no column {lacking[0]!r})")
+    return table

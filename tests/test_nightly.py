@@ -116,6 +116,44 @@ def test_window_without_evidence_is_an_input_error(tmp_path):
     assert "no evidence store here" in result.stderr
 
 
+def test_reports_are_not_written_into_the_evidence_store(store):
+    meta = store / "day=2026-03-01" / "meta.json"
+    before = meta.read_bytes()
+    for output in (meta, store / "report.csv"):
+        result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), "-o", str(output)])
+        assert result.exit_code == EXIT_INPUT
+        assert result.stderr.count("\n") == 1 and "lies in the evidence store" in result.stderr
+    assert meta.read_bytes() == before and not (store / "report.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("meta.json", "cannot read it"),
+        ("usage.parquet", "cannot read it as Parquet"),
+        ("activity.parquet", "missing"),
+        ("accounts.parquet", "not the accounts table"),
+    ],
+)
+def test_a_damaged_evidence_day_is_named(store, tmp_path, damage, message):
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    target = copy / "day=2026-03-30" / damage
+    if damage == "activity.parquet":
+        target.unlink()
+    elif damage == "accounts.parquet":
+        pl.DataFrame({"account_id": ["a"]}).write_parquet(target)
+    else:
+        target.write_bytes(target.read_bytes()[:20])
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "--window", "2d"])
+    assert result.exit_code == EXIT_INPUT, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert str(target) in result.stderr and message in result.stderr
+    assert "extract that day again" in result.stderr
+
+
 def test_ids_carry_over_when_the_anchor_leaves():
     old = pl.DataFrame({"account_id": ["a", "b", "c", "d"], "cluster_id": ["C-old"] * 4})
     new = pl.DataFrame({"account_id": ["b", "c", "d", "e"], "cluster_id": ["C-new"] * 4})

@@ -296,7 +296,11 @@ class _Inputs:
 
 
 def check_outputs(
-    outputs: Mapping[str, str | None], inputs: Sequence[str], *, tables: bool = True
+    outputs: Mapping[str, str | None],
+    inputs: Sequence[str],
+    *,
+    tables: bool = True,
+    store: str | None = None,
 ) -> None:
     """Refuse unusable output paths (option name -> path) before any work is done.
 
@@ -304,11 +308,12 @@ def check_outputs(
     ``tables``, a known table type; an existing directory); two options may
     not name one file; no output may be an input file or lie inside an input
     directory or match an input glob, where it would overwrite the logs or be
-    read as logs by the next run.
+    read as logs by the next run, or lie inside the evidence ``store`` read.
     """
     from distill_forensics.write import check_output, check_place
 
     given = _Inputs(inputs)
+    kept = Path(store).resolve() if store else None
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if not path:
@@ -323,6 +328,11 @@ def check_outputs(
             raise InputError(
                 f"{path}: lies in the log input {place!r}, so the next run would read it as "
                 f"logs; write {option} elsewhere"
+            )
+        if kept is not None and target.is_relative_to(kept):
+            raise InputError(
+                f"{path}: lies in the evidence store {store!r}, where it could overwrite "
+                f"evidence; write {option} elsewhere"
             )
         if target in seen:
             raise InputError(f"{path}: given to both {seen[target]} and {option}; name two files")
