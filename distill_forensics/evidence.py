@@ -20,7 +20,9 @@ import polars as pl
 
 from distill_forensics.errors import InputError
 from distill_forensics.extract import (
+    ACCOUNT_COUNTERS,
     SLOT_SECONDS,
+    USAGE_SCHEMA,
     Evidence,
     Parts,
     RowsRead,
@@ -29,6 +31,7 @@ from distill_forensics.extract import (
     merge_parts,
 )
 from distill_forensics.read import Source
+from distill_forensics.schema import ACCOUNT_SCHEMA
 
 TABLES = ("usage", "activity", "accounts")
 _TABLE_COLUMNS = {
@@ -37,6 +40,18 @@ _TABLE_COLUMNS = {
     "accounts": ("account_id", "n_requests", "first_seen", "last_seen"),
 }
 """Columns each table of a day must have (the accounts table has more, by input)."""
+_TABLE_TYPES: dict[str, dict[str, pl.DataType]] = {
+    "usage": dict(USAGE_SCHEMA),
+    "activity": {"account_id": pl.String(), "slot": pl.Int64(), "n": pl.Int32()},
+    "accounts": {
+        **ACCOUNT_SCHEMA,
+        **dict.fromkeys(ACCOUNT_COUNTERS, pl.Int64()),
+        "first_seen": USAGE_SCHEMA["first_seen"],
+        "last_seen": USAGE_SCHEMA["last_seen"],
+        "org_id": pl.String(),
+    },
+}
+"""The type of each column of a day's tables that has one, as ``write_evidence`` writes it."""
 PREFIX = "day="
 FORMAT_VERSION = 1
 
@@ -140,8 +155,9 @@ def evidence_days(store: str | Path) -> list[dt.date]:
             f"`distill-forensics extract LOGS -o {root}`"
         )
     days = []
+    # Every day=YYYY-MM-DD entry: one that is not a complete day is reported when read.
     for child in root.iterdir():
-        if child.is_dir() and child.name.startswith(PREFIX) and (child / "meta.json").exists():
+        if child.name.startswith(PREFIX):
             try:
                 days.append(dt.date.fromisoformat(child.name[len(PREFIX) :]))
             except ValueError:
@@ -193,34 +209,45 @@ def _damaged(path: Path, why: str) -> InputError:
 def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...]]:
     """A day's counts and input columns, from its ``meta.json``."""
     path = folder / "meta.json"
+    if not folder.is_dir():
+        raise _damaged(folder, "not a folder")
+    if not path.is_file():
+        raise _damaged(path, "missing or not a file")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # (a JSONDecodeError or bad text is a ValueError)
-        raise _damaged(path, f"cannot read it ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, RecursionError) as exc:  # (bad JSON or text: ValueError)
+        raise _damaged(path, f"cannot read it ({(str(exc).splitlines() or [''])[0]})") from None
     if not isinstance(meta, dict):
         raise _damaged(path, "not an evidence day's metadata")
-    if meta.get("format") != FORMAT_VERSION:
+    version = meta.get("format")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise InputError(
-            f"{folder}: evidence format {meta.get('format')} is not {FORMAT_VERSION}; "
-            "extract that day again"
+            f"{folder}: evidence format {version!r} is not {FORMAT_VERSION}; extract that day again"
         )
-    try:
-        counts = {str(k): int(v) for k, v in meta["counts"].items()}
-        columns = tuple(str(c) for c in meta["columns"])
-    except (KeyError, AttributeError, TypeError, ValueError):
-        raise _damaged(path, "its counts or columns are missing or not as written") from None
-    return counts, columns
+    counts, columns = meta.get("counts"), meta.get("columns")
+    if not (
+        isinstance(counts, dict)
+        and all(type(v) is int and v >= 0 for v in counts.values())
+        and isinstance(columns, list)
+        and all(isinstance(c, str) for c in columns)
+    ):
+        raise _damaged(path, "its counts or columns are missing or not as written")
+    return counts, tuple(columns)
 
 
 def _read_table(path: Path, name: str) -> pl.DataFrame:
     """One table of a day, with the columns merging needs."""
+    if not path.is_file():
+        raise _damaged(path, "missing or not a file")
     try:
         table = pl.read_parquet(path)
-    except FileNotFoundError:
-        raise _damaged(path, "missing") from None
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise _damaged(path, f"cannot read it as Parquet ({str(exc).splitlines()[0]})") from None
     lacking = [c for c in _TABLE_COLUMNS[name] if c not in table.columns]
     if lacking:
         raise _damaged(path, f"not the {name} table of an evidence day (no column {lacking[0]!r})")
+    types = _TABLE_TYPES[name]
+    for column, dtype in table.schema.items():
+        if column in types and dtype != types[column]:
+            raise _damaged(path, f"column {column!r} is {dtype}, not {types[column]}")
     return table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -131,26 +133,41 @@ def test_reports_are_not_written_into_the_evidence_store(store):
     [
         ("meta.json", "cannot read it"),
         ("usage.parquet", "cannot read it as Parquet"),
-        ("activity.parquet", "missing"),
+        ("activity.parquet", "missing or not a file"),
         ("accounts.parquet", "not the accounts table"),
+        ("usage.parquet", "column 'n_requests' is String, not Int64"),
+        ("meta.json", "missing or not a file"),
+        ("day=2026-03-30", "not a folder"),
+        ("meta.json", "evidence format '1' is not 1"),
+        ("meta.json", "its counts or columns are missing"),
     ],
 )
 def test_a_damaged_evidence_day_is_named(store, tmp_path, damage, message):
-    import shutil
-
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    target = copy / "day=2026-03-30" / damage
-    if damage == "activity.parquet":
+    day = copy / "day=2026-03-30"
+    target = day if damage == day.name else day / damage
+    if damage == day.name:
+        shutil.rmtree(day)
+        day.write_text("not a day")
+    elif damage == "meta.json" and ("format" in message or "counts" in message):
+        meta = json.loads(target.read_text())
+        meta.update({"format": "1"} if "format" in message else {"counts": {"rows": -1}})
+        target.write_text(json.dumps(meta))
+    elif "missing" in message:
         target.unlink()
     elif damage == "accounts.parquet":
         pl.DataFrame({"account_id": ["a"]}).write_parquet(target)
+    elif "is String" in message:
+        usage = pl.read_parquet(target)
+        usage.with_columns(pl.col("n_requests").cast(pl.String)).write_parquet(target)
     else:
         target.write_bytes(target.read_bytes()[:20])
     result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "--window", "2d"])
     assert result.exit_code == EXIT_INPUT, result.stderr
     assert result.stderr.count("\n") == 1
-    assert str(target) in result.stderr and message in result.stderr
+    named = day if "format" in message else target
+    assert f"error: {named}: " in result.stderr and message in result.stderr
     assert "extract that day again" in result.stderr
 
 
