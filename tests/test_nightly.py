@@ -128,6 +128,20 @@ def test_reports_are_not_written_into_the_evidence_store(store):
     assert meta.read_bytes() == before and not (store / "report.csv").exists()
 
 
+def test_a_day_linked_from_elsewhere_is_part_of_the_store(store, tmp_path):
+    copy, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    shutil.copytree(store, copy)
+    elsewhere.mkdir()
+    (copy / "day=2026-03-30").rename(elsewhere / "day=2026-03-30")
+    (copy / "day=2026-03-30").symlink_to(elsewhere / "day=2026-03-30")
+    meta = elsewhere / "day=2026-03-30" / "meta.json"
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "-o", str(meta)])
+    assert result.exit_code == EXIT_INPUT and "lies in the evidence store" in result.stderr
+    report = elsewhere / "report.csv"
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "-o", str(report), "-q"])
+    assert result.exit_code == 0 and report.exists()
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

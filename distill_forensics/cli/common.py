@@ -313,7 +313,8 @@ def check_outputs(
     from distill_forensics.write import check_output, check_place
 
     given = _Inputs(inputs)
-    kept = Path(store).resolve() if store else None
+    # The store, and its days where they are links to folders elsewhere.
+    kept = _store_places(store) if store else []
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if not path:
@@ -329,7 +330,7 @@ def check_outputs(
                 f"{path}: lies in the log input {place!r}, so the next run would read it as "
                 f"logs; write {option} elsewhere"
             )
-        if kept is not None and target.is_relative_to(kept):
+        if any(target.is_relative_to(place) for place in kept):
             raise InputError(
                 f"{path}: lies in the evidence store {store!r}, where it could overwrite "
                 f"evidence; write {option} elsewhere"
@@ -337,6 +338,12 @@ def check_outputs(
         if target in seen:
             raise InputError(f"{path}: given to both {seen[target]} and {option}; name two files")
         seen[target] = option
+
+
+def _store_places(store: str) -> list[Path]:
+    root = Path(store).resolve()
+    days = [d for d in root.iterdir() if d.name.startswith("day=")] if root.is_dir() else []
+    return [root, *(d.resolve() for d in days if d.is_symlink())]
 
 
 def check_store(out_dir: str, inputs: Sequence[str]) -> None:
