@@ -30,7 +30,7 @@ from distill_forensics.extract import (
     finish,
     merge_parts,
 )
-from distill_forensics.read import Source
+from distill_forensics.read import Source, _reason
 from distill_forensics.schema import ACCOUNT_SCHEMA
 
 TABLES = ("usage", "activity", "accounts")
@@ -216,7 +216,7 @@ def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...]]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # (bad JSON or text: ValueError)
-        raise _damaged(path, f"cannot read it ({(str(exc).splitlines() or [''])[0]})") from None
+        raise _damaged(path, f"cannot read it ({_reason(exc)})") from None
     if not isinstance(meta, dict):
         raise _damaged(path, "not an evidence day's metadata")
     version = meta.get("format")
@@ -242,7 +242,7 @@ def _read_table(path: Path, name: str) -> pl.DataFrame:
     try:
         table = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise _damaged(path, f"cannot read it as Parquet ({str(exc).splitlines()[0]})") from None
+        raise _damaged(path, f"cannot read it as Parquet ({_reason(exc)})") from None
     lacking = [c for c in _TABLE_COLUMNS[name] if c not in table.columns]
     if lacking:
         raise _damaged(path, f"not the {name} table of an evidence day (no column {lacking[0]!r})")
