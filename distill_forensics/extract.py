@@ -556,17 +556,14 @@ rows (one per account and address) rather than computed for every request."""
 def _aggregate(batch: pl.DataFrame, log_kinds: Sequence[str], by_day: bool) -> Parts:
     """The parts of one batch of row columns (see :func:`_row_columns`)."""
     sums = [pl.len().alias("rows"), *malformed_sums()]
-    counts_row = batch.select(sums).row(0, named=True)
-    counts = {k: int(v or 0) for k, v in counts_row.items()}
     day_counts = None
-    if by_day:
-        day_counts = (
-            batch.lazy()
-            .filter(pl.col("day").is_not_null())
-            .group_by("day")
-            .agg(s.cast(pl.Int64) for s in sums)
-            .collect()
-        )
+    if by_day:  # the batch's counts are its days' (and the dayless rows')
+        per_day = batch.group_by("day").agg(s.cast(pl.Int64) for s in sums)
+        counts_row = per_day.drop("day").sum().row(0, named=True)
+        day_counts = per_day.filter(pl.col("day").is_not_null())
+    else:
+        counts_row = batch.select(sums).row(0, named=True)
+    counts = {k: int(v or 0) for k, v in counts_row.items()}
     # Account ids and values as categories: the group-bys key on integers, and
     # the parts held for merging store each distinct text once.
     category = pl.Categorical()

@@ -301,7 +301,7 @@ def read_errors(files: Sequence[Path]) -> Iterator[None]:
     try:
         yield
     except (pl.exceptions.ComputeError, OSError, EOFError) as exc:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = _reason(exc)
         if not any(word in text.lower() for word in _READ_FAILURES):
             raise
         if len(text) > 160:
@@ -1000,7 +1000,7 @@ def _read_accounts(
         for f in files
     ]
     present = [c for c in ACCOUNT_COLUMNS if any(c in p.sources for p in plans)]
-    frame = _stack([_frame(p, present).drop(TOKENS_INVALID) for p in plans])
+    frame = _stack([_frame(p, present) for p in plans])
     if "signup_ip" in present:
         frame = frame.with_columns(ip_clean(pl.col("signup_ip")).alias("signup_ip"))
     where = files[0].path if len(files) == 1 else Path(accounts)
@@ -1008,7 +1008,7 @@ def _read_accounts(
         table = frame.collect()
     rows = table.height
     damaged = table.select((pl.col(EXTRA_CELLS) | pl.col(UTF8_INVALID)).sum()).item()
-    table = table.drop(EXTRA_CELLS, UTF8_INVALID)
+    table = table.drop(_FILE_FLAGS)
     table = table.filter(pl.col("account_id").is_not_null())
     ids = table.get_column("account_id")
     problems = {

@@ -135,8 +135,7 @@ def cluster(
         raise InputError("--window goes with --evidence; for raw LOGS use --from/--to")
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
-    inputs = [*logs, *([accounts] if accounts else [])]
-    check_outputs({"-o": output, "--members": members}, inputs, store=evidence)
+    check_outputs({"-o": output, "--members": members}, logs, accounts, store=evidence)
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_table(previous) if previous else None

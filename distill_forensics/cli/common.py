@@ -295,9 +295,14 @@ class _Inputs:
         return None
 
 
+def _log_inputs(logs: Sequence[str], accounts: str | None) -> list[str]:
+    return [*logs, *([accounts] if accounts else [])]
+
+
 def check_outputs(
     outputs: Mapping[str, str | None],
-    inputs: Sequence[str],
+    logs: Sequence[str],
+    accounts: str | None,
     *,
     tables: bool = True,
     store: str | None = None,
@@ -306,15 +311,18 @@ def check_outputs(
 
     Each path as :func:`~distill_forensics.write.check_output` has it (with
     ``tables``, a known table type; an existing directory); two options may
-    not name one file; no output may be an input file or lie inside an input
-    directory or match an input glob, where it would overwrite the logs or be
-    read as logs by the next run, or lie inside the evidence ``store`` read.
+    not name one file; no output may be an input file (``logs`` or the
+    ``accounts`` table) or lie inside an input directory or match an input
+    glob, where it would overwrite the logs or be read as logs by the next
+    run, or lie inside the evidence ``store`` read.
     """
+    from distill_forensics.evidence import PREFIX
     from distill_forensics.write import check_output, check_place
 
+    inputs = _log_inputs(logs, accounts)
     given = _Inputs(inputs)
     # The store, and its days where they are links to folders elsewhere.
-    kept = _store_places(store) if store else []
+    kept = _store_places(store, PREFIX) if store else []
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if not path:
@@ -340,17 +348,17 @@ def check_outputs(
         seen[target] = option
 
 
-def _store_places(store: str) -> list[Path]:
+def _store_places(store: str, prefix: str) -> list[Path]:
     root = Path(store).resolve()
-    days = [d for d in root.iterdir() if d.name.startswith("day=")] if root.is_dir() else []
+    days = [d for d in root.iterdir() if d.name.startswith(prefix)] if root.is_dir() else []
     return [root, *(d.resolve() for d in days if d.is_symlink())]
 
 
-def check_store(out_dir: str, inputs: Sequence[str]) -> None:
+def check_store(out_dir: str, logs: Sequence[str], accounts: str | None) -> None:
     """Refuse an evidence directory that is a log input or lies in one (a directory or a
-    glob of the ``inputs``): the store would mix with the logs."""
+    glob of the ``logs``, or the ``accounts`` table): the store would mix with the logs."""
     target = Path(out_dir).resolve()
-    given = _Inputs(inputs)
+    given = _Inputs(_log_inputs(logs, accounts))
     place = str(target) if target in given.files else given.reads(target)
     if place is not None:
         raise InputError(

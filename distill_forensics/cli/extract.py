@@ -48,7 +48,7 @@ def extract(
         distill-forensics extract exports/2026-03-21.parquet --accounts billing.csv -o evidence/
         distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
-    check_store(out_dir, [*logs, *([accounts] if accounts else [])])
+    check_store(out_dir, logs, accounts)
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     with status.running("extracting evidence…"):

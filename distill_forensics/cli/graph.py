@@ -64,7 +64,7 @@ def graph(
             --accounts sample_logs/accounts.parquet --cluster C-c2ec3c88f4 --bipartite -o c1.gexf
     """
     graph_format(output)  # a wrong file name fails before the run, not after it
-    check_outputs({"-o": output}, [*logs, *([accounts] if accounts else [])], tables=False)
+    check_outputs({"-o": output}, logs, accounts, tables=False)
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     with status.running("reading logs…"):
