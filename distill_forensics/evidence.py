@@ -29,6 +29,7 @@ from distill_forensics.extract import (
     extract_parts,
     finish,
     merge_parts,
+    prompt_hash_mark,
 )
 from distill_forensics.read import Source, _reason
 from distill_forensics.schema import ACCOUNT_SCHEMA
@@ -90,6 +91,7 @@ def write_evidence(
         summary["accounts"] = parts.accounts.get_column("account_id").n_unique()
     activity = parts.activity.with_columns(pl.col("account_id").cast(pl.String), day=_day_of_slot())
     days = sorted(set(per_day_rows.get_column("day").to_list()))
+    mark = prompt_hash_mark()
     if days:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,9 @@ def write_evidence(
             "day": day.isoformat(),
             "columns": list(parts.columns),
             "counts": {k: int(v or 0) for k, v in counts.items()},
+            # Sketches of prompt hashes merge only with sketches of the same hash.
+            "prompt_hash": mark,
+            "polars": pl.__version__,
         }
         _replace_day(out, day, tables, meta)
     return days
@@ -183,9 +188,10 @@ def read_evidence(
         first = days[-1] - dt.timedelta(days=window_days - 1)
         days = [d for d in days if d >= first]
     parts = []
+    mark = prompt_hash_mark()
     for day in days:
         folder = root / f"{PREFIX}{day.isoformat()}"
-        counts, columns = _read_meta(folder)
+        counts, columns = _read_meta(folder, mark)
         tables = {name: _read_table(folder / f"{name}.parquet", name) for name in TABLES}
         parts.append(
             Parts(
@@ -206,8 +212,10 @@ def _damaged(path: Path, why: str) -> InputError:
     )
 
 
-def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...]]:
-    """A day's counts and input columns, from its ``meta.json``."""
+def _read_meta(folder: Path, mark: str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """A day's counts and input columns, from its ``meta.json``, once it is known to
+    merge with days whose prompt hashes have the mark ``mark`` (see
+    :func:`~distill_forensics.extract.prompt_hash_mark`)."""
     path = folder / "meta.json"
     if not folder.is_dir():
         raise _damaged(folder, "not a folder")
@@ -232,6 +240,16 @@ def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...]]:
         and all(isinstance(c, str) for c in columns)
     ):
         raise _damaged(path, "its counts or columns are missing or not as written")
+    # (Days written before the mark was recorded have none, and merge as they are.)
+    written = meta.get("prompt_hash", mark)
+    if written != mark:
+        made_by = meta.get("polars")
+        raise InputError(
+            f"{folder}: its prompts were hashed by "
+            f"{f'polars {made_by}' if isinstance(made_by, str) else 'another polars'}, "
+            f"whose hashes differ from those of polars {pl.__version__} here; extract that "
+            "day again, or use that polars"
+        )
     return counts, tuple(columns)
 
 

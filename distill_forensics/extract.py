@@ -69,6 +69,23 @@ SKETCH_SIZE = 32
 an estimate within about a fifth above it, and mergeable across days and clusters."""
 
 
+def prompt_hash(prompt: pl.Expr) -> pl.Expr:
+    """The 64-bit hash of each prompt that the distinct-prompt sketches hold."""
+    return prompt.hash()
+
+
+def prompt_hash_mark() -> str:
+    """A mark of the hash :func:`prompt_hash` computes: the hashes of a few fixed texts.
+
+    polars keeps its hashes the same within a release only. Sketches made under
+    one hash and merged with sketches made under another count every prompt
+    twice, so an evidence day records the mark of the hash its sketches hold.
+    """
+    probes = pl.Series(["", "distill-forensics", "Solve step by step: 12 + 30"], dtype=pl.String)
+    hashes = pl.select(prompt_hash(pl.lit(probes))).to_series().to_list()
+    return "-".join(f"{h:016x}" for h in hashes)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """The compact evidence the linking, clustering and scoring stages work on.
@@ -513,7 +530,7 @@ def _row_columns(source: Source, by_day: bool) -> tuple[pl.LazyFrame, list[str]]
         *((pl.col(f) if f in schema else pl.lit(False)).alias(f) for f in ROW_FLAGS.values()),
         # The template key comes with the capability classes, below.
         *[_value_expr(kind).alias(f"_v_{kind}") for kind in log_kinds if kind != "template"],
-        (prompt.hash() if has_prompt else pl.lit(None, pl.UInt64)).alias("_ph"),
+        (prompt_hash(prompt) if has_prompt else pl.lit(None, pl.UInt64)).alias("_ph"),
         (pl.col("input_tokens") if "input_tokens" in cols else pl.lit(None, pl.Int64)).alias(
             "input_tokens"
         ),

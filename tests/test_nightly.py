@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -14,8 +15,11 @@ from polars.testing import assert_frame_equal
 from distill_forensics.cli import main
 from distill_forensics.diff import carry_ids, diff_members
 from distill_forensics.errors import EXIT_FINDINGS, EXIT_INPUT
+from distill_forensics.extract import prompt_hash_mark
 from distill_forensics.score import rerank
 
+# (The package exports the function ``extract`` under the module's name.)
+extract_module = importlib.import_module("distill_forensics.extract")
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
 LOGS = str(SAMPLE / "logs.parquet")
 ACCOUNTS = str(SAMPLE / "accounts.parquet")
@@ -183,6 +187,42 @@ def test_a_damaged_evidence_day_is_named(store, tmp_path, damage, message):
     named = day if "format" in message else target
     assert f"error: {named}: " in result.stderr and message in result.stderr
     assert "extract that day again" in result.stderr
+
+
+def test_days_hashed_by_another_polars_are_not_merged(store, tmp_path, monkeypatch):
+    # Another polars release may hash prompts differently: its sketches would
+    # count every prompt of a window twice.
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    with monkeypatch.context() as patched:
+        patched.setattr(extract_module, "prompt_hash", lambda prompt: prompt.hash(seed=1))
+        patched.setattr(pl, "__version__", "2.0.0")
+        assert _run("extract", LOGS, "--accounts", ACCOUNTS, "-o", str(copy), "-q").exit_code == 0
+    meta = json.loads((copy / "day=2026-03-30" / "meta.json").read_text())
+    assert meta["polars"] == "2.0.0" and meta["prompt_hash"] != prompt_hash_mark()
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "--window", "2d"])
+    assert result.exit_code == EXIT_INPUT and result.stderr.count("\n") == 1
+    assert f"error: {copy / 'day=2026-03-29'}: its prompts were hashed by polars 2.0.0" in (
+        result.stderr
+    )
+    assert "extract that day again" in result.stderr
+
+
+def test_days_written_before_the_hash_mark_still_merge(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    assert json.loads((store / "day=2026-03-30" / "meta.json").read_text())["prompt_hash"] == (
+        prompt_hash_mark()
+    )
+    for meta_file in copy.glob("day=*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        del meta["prompt_hash"], meta["polars"]
+        meta_file.write_text(json.dumps(meta))
+    reports = [tmp_path / "old.csv", tmp_path / "new.csv"]
+    for folder, report in zip((copy, store), reports, strict=True):
+        result = CliRunner().invoke(main, ["cluster", "--evidence", str(folder), "-o", str(report)])
+        assert result.exit_code in (0, EXIT_FINDINGS), result.stderr
+    assert reports[0].read_bytes() == reports[1].read_bytes()
 
 
 def test_ids_carry_over_when_the_anchor_leaves():
