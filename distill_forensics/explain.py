@@ -237,22 +237,31 @@ def _members(
 
 
 def _shared_values(result: ClusterResult, ids: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-    usage = result.evidence.usage
+    evidence = result.evidence
+    members, key = evidence.keyed(evidence.usage, ids)
+    # Lazy, with only the columns needed: the usage rows' sketches are never copied.
+    # (A usage row is one account's use of one value: rows count accounts.)
+    usage = evidence.usage.lazy().select(
+        key, "kind", "value", "n_requests", "first_seen", "last_seen"
+    )
     per = (
-        usage.join(ids, on="account_id", how="semi")
+        usage.join(members.lazy(), on=key, how="semi")
         .group_by("kind", "value")
         .agg(
-            pl.col("account_id").n_unique().cast(pl.Int64).alias("n_members"),
+            pl.len().cast(pl.Int64).alias("n_members"),
             pl.col("n_requests").sum().alias("n_requests"),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
         )
         .filter(pl.col("n_members") >= 2)
+        .collect()
     )
     everywhere = (
-        usage.join(per.select("kind", "value"), on=["kind", "value"], how="semi")
+        usage.select("kind", "value")
+        .join(per.lazy().select("kind", "value"), on=["kind", "value"], how="semi")
         .group_by("kind", "value")
-        .agg(pl.col("account_id").n_unique().cast(pl.Int64).alias("n_accounts_all"))
+        .agg(pl.len().cast(pl.Int64).alias("n_accounts_all"))
+        .collect()
     )
     strength = (
         edges.select(pl.col("^w_.*$").mean().round(3).name.map(lambda c: c[2:]))
@@ -358,18 +367,21 @@ def _templates(
             )
         )
     else:
+        ev = result.evidence
+        members, key = ev.keyed(ev.usage, ids)
         per = (
-            result.evidence.usage.filter(pl.col("kind") == "template")
-            .join(ids, on="account_id", how="semi")
+            ev.usage_of("template", key, "value", "n_requests", "first_seen", "last_seen")
+            .join(members.lazy(), on=key, how="semi")
             .group_by(pl.col("value").alias("template"))
             .agg(
                 pl.col("n_requests").sum(),
-                pl.col("account_id").n_unique().cast(pl.Int64).alias("n_members"),
+                pl.col(key).n_unique().cast(pl.Int64).alias("n_members"),
                 pl.lit(None, pl.Int64).alias("n_distinct_prompts"),
                 pl.col("first_seen").min(),
                 pl.col("last_seen").max(),
                 pl.lit([], pl.List(pl.String)).alias("examples"),
             )
+            .collect()
         )
     return (
         per.filter(pl.col("n_members") >= 2)
@@ -398,7 +410,8 @@ def _new_models(result: ClusterResult, ids: pl.DataFrame, n_requests: int) -> pl
     start are not mistaken for releases.
     """
     ev = result.evidence
-    models = ev.usage.filter(pl.col("kind") == "model")
+    members, key = ev.keyed(ev.usage, ids)
+    models = ev.usage_of("model", key, "value", "first_seen", "n_requests").collect()
     data_start = ev.accounts["first_seen"].min()
     lag = (pl.col("first_seen") - pl.col("released")).dt.total_seconds() / 3600
     schema = pl.Schema(
@@ -423,7 +436,7 @@ def _new_models(result: ClusterResult, ids: pl.DataFrame, n_requests: int) -> pl
         .filter(pl.col("released") > pl.lit(data_start) + grace)
     )
     return (
-        models.join(ids, on="account_id", how="semi")
+        models.join(members, on=key, how="semi")
         .join(released, on="value")
         .group_by(pl.col("value").alias("model"))
         .agg(
@@ -431,7 +444,7 @@ def _new_models(result: ClusterResult, ids: pl.DataFrame, n_requests: int) -> pl
             pl.col("first_seen").min().alias("cluster_first_use"),
             lag.min().round(2).alias("first_lag_hours"),
             lag.median().round(2).alias("median_lag_hours"),
-            pl.col("account_id").n_unique().cast(pl.Int64).alias("n_members"),
+            pl.col(key).n_unique().cast(pl.Int64).alias("n_members"),
             (lag <= PIVOT_HOURS).sum().cast(pl.Int64).alias("n_members_within_24h"),
             pl.col("n_requests").sum().cast(pl.Int64),
         )
