@@ -106,15 +106,26 @@ def _sha256(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _typed(usage: pl.DataFrame) -> pl.DataFrame:
-    """Usage rows of the indicator kinds with their indicator type."""
+def _typed(usage: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """Each account's (``key``) use of each indicator ``type`` and ``value``, once: kinds of
+    one type (an address seen in requests and at signup) are merged, with the first and
+    last time seen."""
     kind_type = pl.col("kind").replace_strict(_KIND_TYPES, return_dtype=pl.String)
     is_v6 = pl.col("value").str.contains(":", literal=True)
-    return usage.filter(pl.col("kind").is_in(list(_KIND_TYPES))).with_columns(
-        pl.when(kind_type == "ip")
-        .then(pl.when(is_v6).then(pl.lit("ipv6-addr")).otherwise(pl.lit("ipv4-addr")))
-        .otherwise(kind_type)
-        .alias("type")
+    return (
+        usage.filter(pl.col("kind").is_in(list(_KIND_TYPES)))
+        .select(
+            key,
+            pl.when(kind_type == "ip")
+            .then(pl.when(is_v6).then(pl.lit("ipv6-addr")).otherwise(pl.lit("ipv4-addr")))
+            .otherwise(kind_type)
+            .alias("type"),
+            pl.col("value").cast(pl.String),
+            "first_seen",
+            "last_seen",
+        )
+        .group_by(key, "type", "value")
+        .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
     )
 
 
@@ -158,23 +169,38 @@ def indicators(
     clusters = result.clusters.filter(pl.col("suspected")).select(
         "cluster_id", pl.col("rank").cast(pl.Int64), pl.col("score").cast(pl.Float64)
     )
-    typed = _typed(result.evidence.usage)
-    in_suspected = pl.col("account_id").is_in(members.get_column("account_id").implode())
-    overall = typed.group_by("type", "value").agg(
-        pl.col("account_id").n_unique().cast(pl.Int64).alias("n_accounts_all"),
-        pl.col("account_id").filter(in_suspected).n_unique().alias("_n_suspected"),
-    )
-    shared = (
-        typed.join(members.select("account_id", "cluster_id"), on="account_id")
+    # Lazy plans over the few usage columns needed, on account numbers where the rows
+    # carry them; typed rows are one per account, type and value, so rows count accounts.
+    evidence = result.evidence
+    suspects, key = evidence.keyed(evidence.usage, members.select("account_id", "cluster_id"))
+    usage = evidence.usage.lazy()
+    in_clusters = (
+        _typed(usage.join(suspects.lazy(), on=key, how="semi"), key)
+        .join(suspects.lazy(), on=key)
         .group_by("cluster_id", "type", "value")
         .agg(
-            pl.col("account_id").n_unique().cast(pl.Int64).alias("n_accounts"),
+            pl.len().cast(pl.Int64).alias("n_accounts"),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
         )
         .filter(pl.col("n_accounts") >= 2)
-        .join(overall, on=["type", "value"])
-        .filter(pl.col("_n_suspected") >= min_share * pl.col("n_accounts_all"))
+        .collect(engine="streaming")
+    )
+    # Only for the values two members of a cluster share: who else uses them.
+    in_suspected = pl.col(key).is_in(suspects.get_column(key).implode())
+    values = in_clusters.lazy().select("type", "value").unique()
+    overall = (
+        _typed(usage.join(values.select("value"), on="value", how="semi"), key)
+        .join(values, on=["type", "value"])
+        .group_by("type", "value")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_accounts_all"),
+            in_suspected.sum().alias("_n_suspected"),
+        )
+        .collect(engine="streaming")
+    )
+    shared = in_clusters.join(overall, on=["type", "value"]).filter(
+        pl.col("_n_suspected") >= min_share * pl.col("n_accounts_all")
     )
     accounts = members.select(
         "cluster_id",

@@ -120,6 +120,45 @@ def test_table_shape(result, table):
         assert fingerprint == "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
+def test_counts_are_distinct_accounts_across_kinds_of_one_type(result, table):
+    # An address used in requests and at signup is one indicator, its accounts counted once.
+    type_of = {"ip": "ip", "signup_ip": "ip", "net": "network", "signup_net": "network"}
+    usage = (
+        result.evidence.usage.filter(pl.col("kind").is_in(list(type_of)))
+        .select("account_id", pl.col("kind").replace_strict(type_of).alias("t"), "value")
+        .with_columns(
+            t=pl.when(pl.col("t") == "network")
+            .then(pl.lit("network"))
+            .when(pl.col("value").str.contains(":", literal=True))
+            .then(pl.lit("ipv6-addr"))
+            .otherwise(pl.lit("ipv4-addr"))
+        )
+    )
+    members = result.members.select("account_id", "cluster_id")
+    expected = (
+        usage.join(members, on="account_id")
+        .group_by("cluster_id", pl.col("t").alias("type"), "value")
+        .agg(pl.col("account_id").n_unique().alias("n_accounts"))
+        .join(
+            usage.group_by(pl.col("t").alias("type"), "value").agg(
+                pl.col("account_id").n_unique().alias("n_accounts_all")
+            ),
+            on=["type", "value"],
+        )
+    )
+    both = usage.group_by("account_id", "t", "value").agg(pl.len()).filter(pl.col("len") > 1)
+    assert both.height  # (the sample has addresses seen in requests and at signup)
+    got = table.filter(pl.col("type").is_in(["ipv4-addr", "ipv6-addr", "network"]))
+    joined = got.join(expected, on=["cluster_id", "type", "value"], how="left", suffix="_x")
+    assert got.height and joined.get_column("n_accounts_x").null_count() == 0
+    assert joined.get_column("n_accounts").equals(
+        joined.get_column("n_accounts_x"), check_names=False
+    )
+    assert joined.get_column("n_accounts_all").equals(
+        joined.get_column("n_accounts_all_x"), check_names=False
+    )
+
+
 def test_account_hashes_match_for_partners_with_the_key(result, table):
     members = result.members.filter(pl.col("suspected")).get_column("account_id").to_list()
     got = set(table.filter(pl.col("type") == "account").get_column("value").to_list())
