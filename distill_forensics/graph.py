@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import polars as pl
 
 from distill_forensics.errors import InputError
+from distill_forensics.jit import compiled
 from distill_forensics.link import ACCOUNT_LEVEL_KINDS, DEFAULT_KIND_WEIGHTS
 from distill_forensics.pipeline import ClusterResult
 from distill_forensics.score import MEANINGFUL_LINK
@@ -86,37 +88,137 @@ def _kinds_text(edges: pl.DataFrame) -> pl.Expr:
     ).fill_null("")
 
 
-def _usage(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
-    """(account_id, kind, value, n_requests) of the included accounts, linking kinds only."""
+def _usage(result: ClusterResult, accounts: pl.DataFrame) -> pl.LazyFrame:
+    """(account_id, kind, value, n_requests) of the included accounts, linking kinds only:
+    a lazy plan over those columns, so the usage rows' sketches are never copied."""
     return (
-        result.evidence.usage.filter(pl.col("kind").is_in(VALUE_KINDS))
-        .join(accounts.select("account_id"), on="account_id", how="semi")
+        result.evidence.usage.lazy()
         .select("account_id", "kind", "value", "n_requests")
+        .filter(pl.col("kind").is_in(VALUE_KINDS))
+        .join(accounts.lazy().select("account_id"), on="account_id", how="semi")
     )
 
 
 def _shared_values(
-    pairs: pl.DataFrame, usage: pl.DataFrame, rarity: pl.DataFrame, per_kind: int
+    pairs: pl.DataFrame, usage: pl.LazyFrame, rarity: pl.DataFrame, per_kind: int
 ) -> pl.DataFrame:
     """Per pair ``(a, b)``: the values both used, as ``kind=value; ...``, rarest first per kind.
 
     ``rarity`` holds ``(kind, value, n_accounts)``; values no one else shares sort first.
+    Linked accounts can share thousands of values (a campaign's templates, say): each
+    pair's are found by walking the two accounts' numbered values side by side, and
+    only the first ``per_kind`` of each kind are kept.
     """
-    mine = usage.select(pl.col("account_id").alias("a"), "kind", "value")
-    theirs = usage.select(pl.col("account_id").alias("b"), "kind", "value")
-    both = (
-        pairs.select("a", "b")
-        .join(mine, on="a")
-        .join(theirs, on=["b", "kind", "value"], how="semi")
-        .join(rarity.select("kind", "value", "n_accounts"), on=["kind", "value"], how="left")
-        .sort("a", "b", "kind", "n_accounts", "value", nulls_last=True)
+    empty = pl.DataFrame(schema={"a": pl.String, "b": pl.String, "shared": pl.String})
+    # Values numbered in the order they are listed: by kind, rarest first, then by text.
+    values = (
+        usage.select("kind", "value")
+        .unique()
+        .join(rarity.lazy().select("kind", "value", "n_accounts"), on=["kind", "value"], how="left")
+        .sort("kind", "n_accounts", "value", nulls_last=True)
+        .select("kind", "value", (pl.col("kind").rank("dense") - 1).cast(pl.Int64).alias("k"))
+        .collect()
     )
-    return (
-        both.group_by("a", "b", "kind", maintain_order=True)
-        .head(per_kind)
-        .group_by("a", "b", maintain_order=True)
-        .agg(pl.concat_str("kind", pl.lit("="), "value").str.join("; ").alias("shared"))
+    if pairs.height == 0 or values.height == 0:
+        return empty
+    ids = (
+        pl.concat([pairs.get_column("a"), pairs.get_column("b")])
+        .unique()
+        .sort()
+        .to_frame("account_id")
+        .with_row_index("n")
     )
+    used = (
+        usage.join(ids.lazy(), on="account_id")
+        .join(values.lazy().with_row_index("v"), on=["kind", "value"])
+        .select(pl.col("n").cast(pl.Int64), pl.col("v").cast(pl.Int64))
+        .sort("n", "v")
+        .collect()
+    )
+    # Each account's values in order: a row of a compressed matrix.
+    indptr = np.zeros(ids.height + 1, dtype=np.int64)
+    np.cumsum(np.bincount(used.get_column("n").to_numpy(), minlength=ids.height), out=indptr[1:])
+    kinds = values.get_column("k").to_numpy()
+    kind_start = np.searchsorted(kinds, np.arange(int(kinds.max()) + 2)).astype(np.int64)
+    ends = [
+        pairs.select(end).join(ids.rename({"account_id": end}), on=end, maintain_order="left")
+        for end in ("a", "b")
+    ]
+    edge, v = _first_shared(
+        indptr,
+        used.get_column("v").to_numpy(),
+        kinds,
+        kind_start,
+        ends[0].get_column("n").to_numpy().astype(np.int64),
+        ends[1].get_column("n").to_numpy().astype(np.int64),
+        per_kind,
+    )
+    if len(edge) == 0:
+        return empty
+    listed = pl.DataFrame({"e": edge}).with_columns(
+        values.get_column("kind").gather(v), values.get_column("value").gather(v)
+    )
+    per_pair = listed.group_by("e", maintain_order=True).agg(
+        pl.concat_str("kind", pl.lit("="), "value").str.join("; ").alias("shared")
+    )
+    at = per_pair.get_column("e")
+    return pl.DataFrame(
+        {
+            "a": pairs.get_column("a").gather(at),
+            "b": pairs.get_column("b").gather(at),
+            "shared": per_pair.get_column("shared"),
+        }
+    )
+
+
+@compiled
+def _first_shared(
+    indptr: np.ndarray,
+    values: np.ndarray,
+    kinds: np.ndarray,
+    kind_start: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    per_kind: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair ``p`` (rows ``a[p]`` and ``b[p]`` of a compressed matrix of sorted
+    ``values``): the first ``per_kind`` values of each kind the two rows share, as
+    ``(pair, value)`` in order. Value ``v`` is of kind ``kinds[v]``, and kind ``k``
+    holds values ``kind_start[k]`` to ``kind_start[k + 1]``; once a kind is full, both
+    rows skip to the next kind."""
+    n_kinds = len(kind_start) - 1
+    room = np.empty(len(a) + 1, dtype=np.int64)
+    room[0] = 0
+    for p in range(len(a)):
+        la = indptr[a[p] + 1] - indptr[a[p]]
+        lb = indptr[b[p] + 1] - indptr[b[p]]
+        room[p + 1] = room[p] + min(la, lb, per_kind * n_kinds)
+    out_pair = np.empty(room[-1], dtype=np.int64)
+    out_value = np.empty(room[-1], dtype=np.int64)
+    n = 0
+    for p in range(len(a)):
+        i, i_end = indptr[a[p]], indptr[a[p] + 1]
+        j, j_end = indptr[b[p]], indptr[b[p] + 1]
+        kind, taken = -1, 0
+        while i < i_end and j < j_end:
+            vi, vj = values[i], values[j]
+            if vi < vj:
+                i += 1
+            elif vj < vi:
+                j += 1
+            else:
+                if kinds[vi] != kind:
+                    kind, taken = kinds[vi], 0
+                out_pair[n], out_value[n] = p, vi
+                n += 1
+                taken += 1
+                i += 1
+                j += 1
+                if taken == per_kind:  # the next kind's values, in both rows
+                    nxt = kind_start[kind + 1]
+                    i += np.searchsorted(values[i:i_end], nxt)
+                    j += np.searchsorted(values[j:j_end], nxt)
+    return out_pair[:n], out_value[:n]
 
 
 def _link_edges(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
@@ -145,7 +247,7 @@ def _link_edges(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
 def _value_layer(result: ClusterResult, nodes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Value nodes (shared by two or more included accounts) and account-value edges."""
     accounts = nodes.select(pl.col("id").alias("account_id"), "cluster_id")
-    usage = _usage(result, accounts).join(accounts, on="account_id")
+    usage = _usage(result, accounts).join(accounts.lazy(), on="account_id").collect()
     counts = usage.group_by("kind", "value").agg(
         pl.len().cast(pl.Int64).alias("n_accounts"),
         pl.col("n_requests").sum().cast(pl.Int64),

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from distill_forensics.cli.graph import graph
 from distill_forensics.errors import EXIT_INPUT, InputError
-from distill_forensics.graph import SHARED_PER_KIND, build_graph, write_graph
+from distill_forensics.graph import SHARED_PER_KIND, VALUE_KINDS, build_graph, write_graph
 from distill_forensics.pipeline import ClusterResult, run_cluster
 from distill_forensics.score import MEANINGFUL_LINK
 
@@ -120,6 +120,29 @@ def test_edges_carry_their_kinds_and_only_values_both_accounts_used(cached):
             users = usage.filter((pl.col("kind") == kind) & (pl.col("value") == value))
             assert {u, v} <= set(users.get_column("account_id").to_list()), item
         assert max(per_kind.values()) <= SHARED_PER_KIND
+
+
+def test_shared_values_are_the_rarest_of_each_kind_both_used(cached):
+    g = build_graph(cached)
+    usage = cached.evidence.usage.filter(pl.col("kind").is_in(VALUE_KINDS)).select(
+        "account_id", "kind", "value"
+    )
+    rarity = cached.links.value_stats.select("kind", "value", "n_accounts")
+    checked = capped = 0
+    for u, v, data in sorted(g.edges(data=True))[::25]:
+        mine = usage.filter(pl.col("account_id") == u).drop("account_id")
+        theirs = usage.filter(pl.col("account_id") == v).drop("account_id")
+        both = (
+            mine.join(theirs, on=["kind", "value"])
+            .join(rarity, on=["kind", "value"], how="left")
+            .sort("kind", "n_accounts", "value", nulls_last=True)
+        )
+        listed = both.group_by("kind", maintain_order=True).head(SHARED_PER_KIND)
+        want = "; ".join(f"{k}={x}" for k, x in listed.select("kind", "value").iter_rows())
+        assert data["shared"] == want, (u, v)
+        checked += 1
+        capped += listed.height < both.height
+    assert checked > 20 and capped  # (some pairs share more than are listed)
 
 
 def test_bipartite_value_nodes_join_the_accounts_that_used_them(cached):
