@@ -13,11 +13,16 @@ hive folders, one CSV file) it runs, each in a fresh process so peak RSS is its 
 It prints wall time, peak RSS, the ratio tool / floor and the per-row cost growth
 from the smallest to the largest size, then (``--x4``) extraction alone over the
 largest logs repeated four times across daily files, to show that extraction
-memory does not grow with rows. The table is appended to ``benchmarks/RESULTS.md``.
+memory does not grow with rows, and (``--commands``) the investigation commands
+an analyst runs on the largest logs next (``explain`` of the top cluster, the whole
+``graph``, ``indicators`` with its STIX bundle) beside ``cluster``, each as the
+command line runs it, with its wall time and peak RSS. The table is appended to
+``benchmarks/RESULTS.md``.
 
     python benchmarks/scale.py                     # 1M and 4M, Parquet and daily
     python benchmarks/scale.py --sizes small,seed,large --csv --x4
     python benchmarks/scale.py --sizes large --no-daily --repeat 3
+    python benchmarks/scale.py --sizes large --no-daily --commands
 
 Each layout's files are read once before it is measured, so every run, the
 tool's first one included, reads its input from the page cache.
@@ -200,6 +205,74 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
+# --------------------------------------------------------------------------- commands
+
+COMMANDS = ("cluster", "explain", "graph", "indicators")
+"""The commands ``--commands`` runs, in this order (explain takes cluster's top id)."""
+
+
+def _command_args(name: str, logs: Path, accounts: Path, out: Path, top: str) -> list[str]:
+    inputs = [str(logs), "--accounts", str(accounts), "--quiet"]
+    if name == "cluster":
+        return ["cluster", *inputs, "-o", str(out / "report.csv")]
+    if name == "explain":
+        return ["explain", *inputs, "--cluster", top, "--format", "json"]
+    if name == "graph":
+        return ["graph", *inputs, "-o", str(out / "net.graphml")]
+    return [
+        "indicators",
+        *inputs,
+        "--hash-key",
+        "benchmark key",
+        "-o",
+        str(out / "iocs.csv"),
+        "--stix-output",
+        str(out / "bundle.json"),
+    ]
+
+
+def run_command(args: list[str]) -> dict[str, Any]:
+    """Run ``distill-forensics ARGS`` as the command line does, in a fresh process: its
+    wall time and its own peak RSS (stdout is discarded)."""
+    code = "from distill_forensics.cli import main; main()"
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"distill-forensics {shlex.join(args)} failed: {stderr[-2000:]}")
+    return {"wall": wall, "max_rss_mb": usage.ru_maxrss / 1024}
+
+
+def measure_commands(scale: str) -> list[str]:
+    """Table lines: each of ``COMMANDS`` on the logs of ``scale``."""
+    base = dataset(scale)
+    logs, accounts = base / "logs.parquet", base / "accounts.parquet"
+    warm(logs, accounts)
+    lines = [
+        f"\nInvestigation commands on `{scale}` (one Parquet file):\n",
+        "| command | wall s | peak RSS MB |",
+        "|---|---|---|",
+    ]
+    top = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for name in COMMANDS:
+            args = _command_args(name, logs, accounts, out, top)
+            got = run_command(args)
+            if name == "cluster":
+                report = pl.read_csv(out / "report.csv")
+                top = str(report.filter(pl.col("suspected")).get_column("cluster_id")[0])
+            shown = f"explain {top}" if name == "explain" else name
+            lines.append(f"| {shown} | {got['wall']:.1f} | {got['max_rss_mb']:,.0f} |")
+    return lines
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -226,6 +299,12 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     help="Runs of the tool and of the floor per layout, taken in turn; the table shows "
     "the median run of each and every run's ratio.",
 )
+@click.option(
+    "--commands/--no-commands",
+    default=False,
+    show_default=True,
+    help="Also run cluster, explain, graph and indicators on the largest size.",
+)
 @click.option("--record/--no-record", default=True, show_default=True)
 @click.option("--worker", nargs=3, type=str, default=None, hidden=True)
 def main(
@@ -234,6 +313,7 @@ def main(
     with_csv: bool,
     x4: bool,
     repeat: int,
+    commands: bool,
     record: bool,
     worker: tuple[str, str, str] | None,
 ) -> None:
@@ -316,6 +396,9 @@ def main(
             f"repeated x4: {four['rows']:,} rows {four['wall']:.1f} s "
             f"peak {four['max_rss_mb']:,.0f} MB"
         )
+    if commands:
+        for line in measure_commands(scales[-1]):
+            emit(line)
     if out:
         out.close()
 
