@@ -30,13 +30,26 @@ from distill_forensics.pipeline import ClusterResult
 from distill_forensics.score import MEANINGFUL_LINK
 from distill_forensics.write import write_atomic
 
-__all__ = ["GRAPH_FORMATS", "SHARED_PER_KIND", "build_graph", "graph_format", "write_graph"]
+__all__ = [
+    "GRAPH_FORMATS",
+    "MAX_EDGES",
+    "SHARED_PER_KIND",
+    "build_graph",
+    "graph_format",
+    "write_graph",
+]
 
 GRAPH_FORMATS: dict[str, str] = {".graphml": "graphml", ".gexf": "gexf"}
 """Graph file name ending -> format."""
 
 SHARED_PER_KIND = 5
 """Shared values listed per kind on an edge, rarest first."""
+
+MAX_EDGES = 2_000_000
+"""Most edges a graph is built with unless asked for more: networkx holds each edge
+with its attributes in about 2 KB while the file is written, and graph viewers do
+not open much larger graphs. (The bipartite view of a 20,000-account campaign has
+some 10 million account-value edges.)"""
 
 VALUE_KINDS: tuple[str, ...] = tuple(k for k in DEFAULT_KIND_WEIGHTS if k != "sync")
 """Kinds of attribute value that link accounts (the model an account calls does not)."""
@@ -323,7 +336,10 @@ def _value_layer(result: ClusterResult, nodes: pl.DataFrame) -> tuple[pl.DataFra
 
 
 def build_graph(
-    result: ClusterResult, cluster_id: str | None = None, bipartite: bool = False
+    result: ClusterResult,
+    cluster_id: str | None = None,
+    bipartite: bool = False,
+    max_edges: int | None = MAX_EDGES,
 ) -> nx.Graph:
     """The clustered accounts and their links as an undirected graph.
 
@@ -336,7 +352,8 @@ def build_graph(
     org_id`` (plus ``kind, n_accounts`` when bipartite); every edge has
     ``relation`` (``link`` or ``uses``), ``weight``, ``kinds``, ``same_org`` and
     ``shared``. Account-account links list their shared values as
-    ``kind=value; ...``, at most five per kind, rarest first.
+    ``kind=value; ...``, at most five per kind, rarest first. A graph of more than
+    ``max_edges`` edges (None: no limit) raises :class:`InputError` before it is built.
 
     >>> g = build_graph(result, "C-c2ec3c88f4")  # doctest: +SKIP
     >>> g.nodes["acct_0044..."]["cluster_id"]  # doctest: +SKIP
@@ -357,6 +374,14 @@ def build_graph(
             how="vertical_relaxed",
         )
         edges = pl.concat([edges, uses.select(edges.columns)], how="vertical_relaxed")
+    if max_edges is not None and edges.height > max_edges:
+        scope = f"cluster {cluster_id}" if cluster_id else "the whole run"
+        raise InputError(
+            f"the graph of {scope} has {edges.height:,} edges"
+            f"{' with --bipartite' if bipartite else ''}, more than --max-edges "
+            f"{max_edges:,}; narrow it with --cluster, leave out --bipartite, or raise "
+            "--max-edges (about 2 GB of memory per million edges)"
+        )
 
     graph = nx.Graph()
     graph.graph["name"] = f"distill-forensics {cluster_id}" if cluster_id else "distill-forensics"

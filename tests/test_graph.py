@@ -170,6 +170,21 @@ def test_unknown_cluster_exits_2_with_one_line(tmp_path, cached):
     assert not out.exists()
 
 
+def test_a_graph_over_max_edges_is_refused_before_it_is_built(tmp_path, cached):
+    cid = _top_cluster(cached)
+    size = build_graph(cached, cluster_id=cid, bipartite=True).number_of_edges()
+    out = tmp_path / "c.gexf"
+    run = _invoke("-o", str(out), "--cluster", cid, "--bipartite", "--max-edges", str(size - 1))
+    assert run.exit_code == EXIT_INPUT and run.output.count("\n") == 1
+    assert run.output.startswith(
+        f"error: the graph of cluster {cid} has {size:,} edges with --bipartite, "
+        f"more than --max-edges {size - 1:,}"
+    )
+    assert not out.exists()
+    run = _invoke("-o", str(out), "--cluster", cid, "--bipartite", "--max-edges", str(size))
+    assert run.exit_code == 0 and out.exists()
+
+
 def test_unknown_file_type_fails_before_the_run(tmp_path, monkeypatch):
     def never(*_a, **_k):
         raise AssertionError("the pipeline ran")

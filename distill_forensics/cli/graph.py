@@ -13,7 +13,7 @@ from distill_forensics.cli.common import (
     resolve_inputs,
     warn_evidence,
 )
-from distill_forensics.graph import build_graph, graph_format, write_graph
+from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
 from distill_forensics.pipeline import run_cluster
 
 
@@ -37,6 +37,13 @@ from distill_forensics.pipeline import run_cluster
     is_flag=True,
     help="Add one node per shared attribute value (IP, card, template...) joined to its users.",
 )
+@click.option(
+    "--max-edges",
+    type=click.IntRange(min=1),
+    default=MAX_EDGES,
+    show_default=True,
+    help="Refuse a larger graph (about 2 GB of memory per million edges) instead of building it.",
+)
 @quiet_option
 @handle_errors
 def graph(
@@ -49,6 +56,7 @@ def graph(
     output: str,
     cluster_id: str | None,
     bipartite: bool,
+    max_edges: int,
     quiet: bool,
 ) -> None:
     """Write the linked accounts as a graph file for Gephi, Cytoscape or networkx.
@@ -69,7 +77,7 @@ def graph(
     status = Status(quiet)
     with status.running("reading logs…"):
         result = run_cluster(list(logs), accounts, progress=status.stage, **kwargs)
-    g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite)
+    g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")
     warn_evidence(status, result.evidence)
