@@ -188,10 +188,27 @@ def read_evidence(
         first = days[-1] - dt.timedelta(days=window_days - 1)
         days = [d for d in days if d >= first]
     parts = []
-    mark = prompt_hash_mark()
+    # Sketches merge only with sketches of the same prompt hash: the first day of
+    # each hash mark, and the polars that wrote it.
+    hashed_by: dict[str, tuple[Path, str]] = {}
     for day in days:
         folder = root / f"{PREFIX}{day.isoformat()}"
-        counts, columns = _read_meta(folder, mark)
+        counts, columns, mark, made_by = _read_meta(folder)
+        # (Days written before the mark was recorded have none, and merge as they are.)
+        if mark is not None and "prompt" in columns:
+            hashed_by.setdefault(mark, (folder, made_by))
+            if len(hashed_by) > 1:
+                (one, one_by), (other, other_by) = hashed_by.values()
+                by = (
+                    f"by polars {one_by} and polars {other_by}"
+                    if one_by != other_by
+                    else f"both by polars {one_by}, on different platforms"
+                )
+                raise InputError(
+                    f"{one} and {other}: the prompts of these days were hashed differently "
+                    f"({by}), so their sketches cannot be merged; extract the days of one "
+                    "of them again with the other's polars"
+                )
         tables = {name: _read_table(folder / f"{name}.parquet", name) for name in TABLES}
         parts.append(
             Parts(
@@ -212,10 +229,10 @@ def _damaged(path: Path, why: str) -> InputError:
     )
 
 
-def _read_meta(folder: Path, mark: str) -> tuple[dict[str, int], tuple[str, ...]]:
-    """A day's counts and input columns, from its ``meta.json``, once it is known to
-    merge with days whose prompt hashes have the mark ``mark`` (see
-    :func:`~distill_forensics.extract.prompt_hash_mark`)."""
+def _read_meta(folder: Path) -> tuple[dict[str, int], tuple[str, ...], str | None, str]:
+    """A day's counts, input columns, prompt hash mark (see
+    :func:`~distill_forensics.extract.prompt_hash_mark`; None when the day has none)
+    and the polars version that wrote it, from its ``meta.json``."""
     path = folder / "meta.json"
     if not folder.is_dir():
         raise _damaged(folder, "not a folder")
@@ -240,17 +257,10 @@ def _read_meta(folder: Path, mark: str) -> tuple[dict[str, int], tuple[str, ...]
         and all(isinstance(c, str) for c in columns)
     ):
         raise _damaged(path, "its counts or columns are missing or not as written")
-    # (Days written before the mark was recorded have none, and merge as they are.)
-    written = meta.get("prompt_hash", mark)
-    if written != mark:
-        made_by = meta.get("polars")
-        raise InputError(
-            f"{folder}: its prompts were hashed by "
-            f"{f'polars {made_by}' if isinstance(made_by, str) else 'another polars'}, "
-            f"whose hashes differ from those of polars {pl.__version__} here; extract that "
-            "day again, or use that polars"
-        )
-    return counts, tuple(columns)
+    mark, made_by = meta.get("prompt_hash"), meta.get("polars", "?")
+    if not (mark is None or isinstance(mark, str)) or not isinstance(made_by, str):
+        raise _damaged(path, "its prompt hash mark or polars version is not as written")
+    return counts, tuple(columns), mark, made_by
 
 
 def _read_table(path: Path, name: str) -> pl.DataFrame:

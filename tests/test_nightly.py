@@ -190,22 +190,33 @@ def test_a_damaged_evidence_day_is_named(store, tmp_path, damage, message):
 
 
 def test_days_hashed_by_another_polars_are_not_merged(store, tmp_path, monkeypatch):
-    # Another polars release may hash prompts differently: its sketches would
-    # count every prompt of a window twice.
-    copy = tmp_path / "store"
-    shutil.copytree(store, copy)
+    # Another polars release may hash prompts differently: merged, its sketches and
+    # tonight's would count every prompt of a window twice. A store written by one
+    # release alone is read by any, as reading merges the sketches it holds.
+    other = tmp_path / "other"
     with monkeypatch.context() as patched:
         patched.setattr(extract_module, "prompt_hash", lambda prompt: prompt.hash(seed=1))
         patched.setattr(pl, "__version__", "2.0.0")
-        assert _run("extract", LOGS, "--accounts", ACCOUNTS, "-o", str(copy), "-q").exit_code == 0
-    meta = json.loads((copy / "day=2026-03-30" / "meta.json").read_text())
+        assert _run("extract", LOGS, "--accounts", ACCOUNTS, "-o", str(other), "-q").exit_code == 0
+    meta = json.loads((other / "day=2026-03-30" / "meta.json").read_text())
     assert meta["polars"] == "2.0.0" and meta["prompt_hash"] != prompt_hash_mark()
-    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "--window", "2d"])
+    alone = CliRunner().invoke(main, ["cluster", "--evidence", str(other), "--window", "2d"])
+    assert alone.exit_code == 0, alone.stderr
+    mixed = tmp_path / "mixed"
+    shutil.copytree(store, mixed)
+    shutil.rmtree(mixed / "day=2026-03-30")
+    shutil.copytree(other / "day=2026-03-30", mixed / "day=2026-03-30")
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(mixed), "--window", "2d"])
     assert result.exit_code == EXIT_INPUT and result.stderr.count("\n") == 1
-    assert f"error: {copy / 'day=2026-03-29'}: its prompts were hashed by polars 2.0.0" in (
-        result.stderr
+    assert (
+        f"error: {mixed / 'day=2026-03-29'} and {mixed / 'day=2026-03-30'}: the prompts of "
+        f"these days were hashed differently (by polars {pl.__version__} and polars 2.0.0)"
+    ) in result.stderr
+    # The older day alone is one hash.
+    one_day = CliRunner().invoke(
+        main, ["cluster", "--evidence", str(mixed), "--window", "1d", "--to", "2026-03-30"]
     )
-    assert "extract that day again" in result.stderr
+    assert one_day.exit_code == 0, one_day.stderr
 
 
 def test_days_written_before_the_hash_mark_still_merge(store, tmp_path):
