@@ -132,7 +132,7 @@ def _shared_values(
         .select("kind", "value", (pl.col("kind").rank("dense") - 1).cast(pl.Int64).alias("k"))
         .collect()
     )
-    if pairs.height == 0 or values.height == 0:
+    if pairs.height == 0 or values.height == 0 or per_kind < 1:
         return empty
     ids = (
         pl.concat([pairs.get_column("a"), pairs.get_column("b")])
