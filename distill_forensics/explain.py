@@ -89,15 +89,17 @@ def explain(
     anchor = next((a for a in ids["account_id"] if cluster_id_for([a]) == cluster_id), None)
     edges = _inside_edges(result.links.edges, ids)
     rows = _member_rows(logs, ids) if logs is not None else None
+    # The members as the usage rows are keyed: by account number where they carry one.
+    keyed, key = result.evidence.keyed(result.evidence.usage, ids)
 
     return Explanation(
         header=_header(cluster, anchor),
         members=_members(result, ids, edges, anchor),
-        shared_values=_shared_values(result, ids, edges),
+        shared_values=_shared_values(result, keyed, key, edges),
         timeline=_timeline(result, ids, rows),
-        templates=_templates(result, ids, rows, examples),
+        templates=_templates(result, keyed, key, rows, examples),
         models=_model_days(rows),
-        new_models=_new_models(result, ids, int(cluster["n_requests"])),
+        new_models=_new_models(result, keyed, key, int(cluster["n_requests"])),
         columns=result.evidence.columns,
     )
 
@@ -236,9 +238,11 @@ def _members(
     )
 
 
-def _shared_values(result: ClusterResult, ids: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+def _shared_values(
+    result: ClusterResult, members: pl.DataFrame, key: str, edges: pl.DataFrame
+) -> pl.DataFrame:
+    """Values two or more ``members`` (usage rows' ``key``) used, and how widely used."""
     evidence = result.evidence
-    members, key = evidence.keyed(evidence.usage, ids)
     # Lazy, with only the columns needed: the usage rows' sketches are never copied.
     # (A usage row is one account's use of one value: rows count accounts.)
     usage = evidence.usage.lazy().select(
@@ -271,7 +275,7 @@ def _shared_values(result: ClusterResult, ids: pl.DataFrame, edges: pl.DataFrame
     return (
         per.join(everywhere, on=["kind", "value"])
         .join(strength, on="kind", how="left")
-        .with_columns(share=(pl.col("n_members") / ids.height).round(3))
+        .with_columns(share=(pl.col("n_members") / members.height).round(3))
         .sort(["kind", "n_members", "value"], descending=[False, True, False])
         .select(
             "kind",
@@ -344,7 +348,11 @@ _TEMPLATE_SCHEMA = pl.Schema(
 
 
 def _templates(
-    result: ClusterResult, ids: pl.DataFrame, rows: pl.DataFrame | None, examples: int
+    result: ClusterResult,
+    members: pl.DataFrame,
+    key: str,
+    rows: pl.DataFrame | None,
+    examples: int,
 ) -> pl.DataFrame:
     if rows is not None and "prompt" in rows.columns:
         per = (
@@ -367,10 +375,10 @@ def _templates(
             )
         )
     else:
-        ev = result.evidence
-        members, key = ev.keyed(ev.usage, ids)
         per = (
-            ev.usage_of("template", key, "value", "n_requests", "first_seen", "last_seen")
+            result.evidence.usage_of(
+                "template", key, "value", "n_requests", "first_seen", "last_seen"
+            )
             .join(members.lazy(), on=key, how="semi")
             .group_by(pl.col("value").alias("template"))
             .agg(
@@ -402,7 +410,9 @@ def _model_days(rows: pl.DataFrame | None) -> pl.DataFrame:
     )
 
 
-def _new_models(result: ClusterResult, ids: pl.DataFrame, n_requests: int) -> pl.DataFrame:
+def _new_models(
+    result: ClusterResult, members: pl.DataFrame, key: str, n_requests: int
+) -> pl.DataFrame:
     """Models that first appeared after the data began, and how soon members used them.
 
     "After the data began" is the scoring stage's rule: later than its grace
@@ -410,7 +420,6 @@ def _new_models(result: ClusterResult, ids: pl.DataFrame, n_requests: int) -> pl
     start are not mistaken for releases.
     """
     ev = result.evidence
-    members, key = ev.keyed(ev.usage, ids)
     models = ev.usage_of("model", key, "value", "first_seen", "n_requests").collect()
     data_start = ev.accounts["first_seen"].min()
     lag = (pl.col("first_seen") - pl.col("released")).dt.total_seconds() / 3600
