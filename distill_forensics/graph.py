@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import networkx as nx
 import numpy as np
@@ -29,6 +29,7 @@ from distill_forensics.link import ACCOUNT_LEVEL_KINDS, DEFAULT_KIND_WEIGHTS
 from distill_forensics.pipeline import ClusterResult
 from distill_forensics.score import MEANINGFUL_LINK
 from distill_forensics.write import write_atomic
+from distill_forensics.xmlgraph import gexf_text, graphml_text, xml_safe
 
 __all__ = [
     "GRAPH_FORMATS",
@@ -56,9 +57,6 @@ VALUE_KINDS: tuple[str, ...] = tuple(k for k in DEFAULT_KIND_WEIGHTS if k != "sy
 
 LABEL_CHARS = 60
 """Longest label of a value node; its id keeps the whole value."""
-
-# Characters XML 1.0 cannot carry; user agents are attacker-controlled text.
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _included_members(result: ClusterResult, cluster_id: str | None) -> pl.DataFrame:
@@ -234,13 +232,17 @@ def _first_shared(
     return out_pair[:n], out_value[:n]
 
 
-def _link_edges(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
+def _links_among(result: ClusterResult, accounts: pl.DataFrame) -> pl.DataFrame:
+    """The run's links between two of ``accounts``, in (a, b) order."""
     ids = accounts.select("account_id")
-    edges = (
+    return (
         result.links.edges.join(ids.rename({"account_id": "a"}), on="a", how="semi")
         .join(ids.rename({"account_id": "b"}), on="b", how="semi")
         .sort("a", "b")
     )
+
+
+def _link_edges(result: ClusterResult, accounts: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
     usage = _usage(result, accounts)
     shared = _shared_values(edges, usage, result.links.value_stats, SHARED_PER_KIND)
     return (
@@ -361,9 +363,23 @@ def build_graph(
     """
     members = _included_members(result, cluster_id)
     nodes = _account_nodes(members)
-    edges = _link_edges(result, members)
+    links = _links_among(result, members)
+    # Counted before the links' shared values are looked up: a graph too large
+    # is refused before the costly part.
+    n_edges = links.height
     if bipartite:
         value_nodes, uses = _value_layer(result, nodes)
+        n_edges += uses.height
+    if max_edges is not None and n_edges > max_edges:
+        scope = f"cluster {cluster_id}" if cluster_id else "the whole run"
+        raise InputError(
+            f"the graph of {scope} has {n_edges:,} edges"
+            f"{' with --bipartite' if bipartite else ''}, more than --max-edges "
+            f"{max_edges:,}; narrow it with --cluster, leave out --bipartite, or raise "
+            "--max-edges (about 2 GB of memory per million edges)"
+        )
+    edges = _link_edges(result, members, links)
+    if bipartite:
         nodes = pl.concat(
             [
                 nodes.with_columns(
@@ -374,14 +390,6 @@ def build_graph(
             how="vertical_relaxed",
         )
         edges = pl.concat([edges, uses.select(edges.columns)], how="vertical_relaxed")
-    if max_edges is not None and edges.height > max_edges:
-        scope = f"cluster {cluster_id}" if cluster_id else "the whole run"
-        raise InputError(
-            f"the graph of {scope} has {edges.height:,} edges"
-            f"{' with --bipartite' if bipartite else ''}, more than --max-edges "
-            f"{max_edges:,}; narrow it with --cluster, leave out --bipartite, or raise "
-            "--max-edges (about 2 GB of memory per million edges)"
-        )
 
     graph = nx.Graph()
     graph.graph["name"] = f"distill-forensics {cluster_id}" if cluster_id else "distill-forensics"
@@ -403,32 +411,54 @@ def graph_format(path: str | Path) -> str:
 
 
 def _xml_text(value: Any) -> Any:
-    return _XML_INVALID.sub("\ufffd", value) if isinstance(value, str) else value
+    return xml_safe(value) if isinstance(value, str) else value
 
 
 def _xml_safe(graph: nx.Graph) -> nx.Graph:
-    """A copy whose ids and texts hold only characters XML 1.0 can carry."""
-    out = nx.Graph()
+    """A copy of the same class whose ids and texts hold only characters XML 1.0 can carry."""
+    out = graph.__class__()
     out.graph.update({k: _xml_text(v) for k, v in graph.graph.items()})
     out.add_nodes_from(
         (_xml_text(n), {k: _xml_text(v) for k, v in d.items()}) for n, d in graph.nodes(data=True)
     )
-    out.add_edges_from(
-        (_xml_text(u), _xml_text(v), {k: _xml_text(x) for k, x in d.items()})
-        for u, v, d in graph.edges(data=True)
-    )
+    if graph.is_multigraph():
+        out.add_edges_from(
+            (_xml_text(u), _xml_text(v), key, {k: _xml_text(x) for k, x in d.items()})
+            for u, v, key, d in graph.edges(keys=True, data=True)
+        )
+    else:
+        out.add_edges_from(
+            (_xml_text(u), _xml_text(v), {k: _xml_text(x) for k, x in d.items()})
+            for u, v, d in graph.edges(data=True)
+        )
     return out
 
 
 def write_graph(graph: nx.Graph, path: str | Path) -> None:
     """Write ``graph`` as GraphML or GEXF, chosen by the file name, atomically.
 
+    Text XML 1.0 cannot carry becomes U+FFFD. Graphs of this package are
+    written as they are walked (see :mod:`distill_forensics.xmlgraph`); others
+    go through networkx's writers, with the same result.
+
     >>> write_graph(build_graph(result), "net.graphml")  # doctest: +SKIP
     """
     fmt = graph_format(path)
+    pieces = graphml_text(graph) if fmt == "graphml" else gexf_text(graph)
+    if pieces is not None:
+        text = pieces  # (narrowed from None for the function below)
+
+        def write(fh: IO[bytes]) -> None:
+            for piece in text:
+                fh.write(piece.encode("utf-8", "xmlcharrefreplace"))
+
+        write_atomic(path, write)
+        return
     safe = _xml_safe(graph)
     if fmt == "graphml":
-        write_atomic(path, lambda fh: nx.write_graphml(safe, fh))
+        # ElementTree's writer, as for the graphs above (networkx's default
+        # takes lxml when it is installed, which lays the file out otherwise).
+        write_atomic(path, lambda fh: nx.write_graphml_xml(safe, fh))
     else:
         data = _gexf_bytes(safe)
         write_atomic(path, lambda fh: fh.write(data))

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import random
 import sys
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from distill_forensics.cli.graph import graph
 from distill_forensics.errors import EXIT_INPUT, InputError
-from distill_forensics.graph import SHARED_PER_KIND, VALUE_KINDS, build_graph, write_graph
+from distill_forensics.graph import (
+    SHARED_PER_KIND,
+    VALUE_KINDS,
+    _gexf_bytes,
+    _xml_safe,
+    build_graph,
+    write_graph,
+)
 from distill_forensics.pipeline import ClusterResult, run_cluster
 from distill_forensics.score import MEANINGFUL_LINK
+from distill_forensics.xmlgraph import gexf_text, graphml_text
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = str(ROOT / "sample_logs" / "logs.parquet")
@@ -227,3 +238,142 @@ def test_missing_directory_is_an_input_error(tmp_path):
 
 def test_help_has_examples():
     assert graph.help and "Example" in graph.help
+
+
+# Text that exercises every escape and the XML-safe replacement, beside plain text.
+_NASTY = ["a", "Z", "&", "<", ">", '"', "'", "\n", "\r", "\t", " ", "é", "漢", "\x00", "\x07"]
+_NASTY += ["\x0b", "\x1b", "\ufffe", "\x85", "\u2028", "🙂", "=", ";", "\ufffd"]
+# Names networkx's writers treat apart (GEXF's ids, labels, times and layout, GraphML's
+# graph id), seldom, beside ordinary ones.
+_NAMES = ["type", "label", "rank", "w", "x y", "shared", "weight", "kinds", "a&b"]
+_SPECIAL = ["id", "key", "networkx_key", "pid", "start", "end", "mode", "\x01"]
+
+
+def _random_graph(rng: random.Random) -> nx.Graph:
+    def text(n: int = 6) -> str:
+        return "".join(rng.choice(_NASTY) for _ in range(rng.randint(0, n)))
+
+    def value() -> object:
+        return rng.choice(
+            [
+                text(),
+                rng.randint(-5, 10**12),
+                rng.random() * 10 ** rng.randint(-3, 9),
+                rng.random() < 0.5,
+                float(rng.choice(["inf", "nan", "-inf"])),
+            ]
+        )
+
+    names = _NAMES + (_SPECIAL if rng.random() < 0.1 else [])
+
+    def attrs() -> dict[str, object]:
+        return {k: value() for k in rng.sample(names, rng.randint(0, 5))}
+
+    g = nx.Graph()
+    if rng.random() < 0.8:
+        g.graph["name"] = text()
+    if rng.random() < 0.05:
+        g.graph[rng.choice(["id", "mode"])] = rng.choice(["dynamic", "static"])
+    if rng.random() < 0.05:
+        g.graph["other"] = value()
+    # Short ids collide, some only once made XML-safe ("a\x00" and "a\ufffd").
+    ids = sorted({text(2) + (str(i) if rng.random() < 0.8 else "") for i in range(12)})
+    for node in rng.sample(ids, rng.randint(0, len(ids))):
+        g.add_node(node, **attrs())
+    nodes = list(g)
+    for _ in range(rng.randint(0, 20) if nodes else 0):
+        g.add_edge(rng.choice(nodes), rng.choice(nodes), **attrs())
+    return g
+
+
+def _networkx_bytes(g: nx.Graph, suffix: str) -> bytes:
+    """What networkx's own writers give for the graph with its text made XML-safe."""
+    safe = _xml_safe(g)
+    if suffix == ".gexf":
+        return _gexf_bytes(safe)
+    out = io.BytesIO()
+    nx.write_graphml_xml(safe, out)
+    return out.getvalue()
+
+
+_FAST = {".graphml": graphml_text, ".gexf": gexf_text}
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf"])
+def test_files_are_networkx_writers_bytes_for_random_graphs(tmp_path, suffix):
+    rng = random.Random(7)
+    fast = 0
+    for n in range(400):
+        g = _random_graph(rng)
+        fast += _FAST[suffix](g) is not None
+        write_graph(g, tmp_path / f"g{suffix}")
+        assert (tmp_path / f"g{suffix}").read_bytes() == _networkx_bytes(g, suffix), n
+    assert 300 <= fast < 400  # (most are written here, some by networkx)
+
+
+@pytest.mark.parametrize("suffix", [".graphml", ".gexf"])
+def test_files_are_networkx_writers_bytes_for_the_run(tmp_path, result, suffix):
+    g = build_graph(result, bipartite=True)
+    assert _FAST[suffix](g) is not None
+    write_graph(g, tmp_path / f"g{suffix}")
+    assert (tmp_path / f"g{suffix}").read_bytes() == _networkx_bytes(g, suffix)
+
+
+def _graph(*edges: tuple, cls: type = nx.Graph, **graph_attrs: object) -> nx.Graph:
+    g = cls(**graph_attrs)
+    g.add_edges_from(edges)
+    return g
+
+
+_OTHER_GRAPHS = {
+    "directed": _graph(("a", "b"), cls=nx.DiGraph),
+    "multigraph": _graph(("a", "b"), ("a", "b"), cls=nx.MultiGraph),
+    "number ids": _graph((1, 2)),
+    "ids merged once XML-safe": _graph(("a\x00", "b"), ("a\x01", "c")),
+    "id merged with another": _graph(("a\x00", "a\ufffd")),
+    "numpy value": _graph(("a", "b", {"w": np.float64(0.5)})),
+    "name XML cannot carry": _graph(("a", "b", {"\x01": 1})),
+    "graph id": _graph(("a", "b"), id="g1"),  # (GraphML's alone: GEXF has none)
+}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "case"),
+    [(".graphml", case) for case in _OTHER_GRAPHS]
+    + [(".gexf", case) for case in _OTHER_GRAPHS if case != "graph id"],
+)
+def test_other_graphs_go_through_networkx(tmp_path, suffix, case):
+    g = _OTHER_GRAPHS[case]
+    assert _FAST[suffix](g) is None
+    write_graph(g, tmp_path / f"g{suffix}")
+    assert (tmp_path / f"g{suffix}").read_bytes() == _networkx_bytes(g, suffix)
+
+
+def test_directed_graphs_stay_directed(tmp_path):
+    write_graph(_graph(("a", "b"), cls=nx.DiGraph), tmp_path / "g.graphml")
+    assert nx.read_graphml(tmp_path / "g.graphml").is_directed()
+
+
+@pytest.mark.parametrize(
+    "data", [{"key": "x"}, {"id": "x"}, {"start": 1}], ids=["key", "id", "start"]
+)
+def test_gexf_keys_with_a_meaning_go_through_networkx(tmp_path, data):
+    g = nx.Graph()
+    g.add_node("a", **data)
+    assert gexf_text(g) is None
+    write_graph(g, tmp_path / "g.gexf")
+    assert (tmp_path / "g.gexf").read_bytes() == _networkx_bytes(g, ".gexf")
+
+
+def test_gexf_defaults_go_through_networkx():
+    g = _graph(("a", "b", {"w": 1}), node_default="s")
+    assert gexf_text(g) is None
+
+
+def test_max_edges_is_checked_before_the_shared_values(monkeypatch, result):
+    def never(*_a, **_k):
+        raise AssertionError("shared values were looked up")
+
+    monkeypatch.setattr(sys.modules["distill_forensics.graph"], "_shared_values", never)
+    with pytest.raises(InputError, match="more than --max-edges"):
+        build_graph(result, bipartite=True, max_edges=0)
