@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -421,16 +421,12 @@ def _xml_safe(graph: nx.Graph) -> nx.Graph:
     out.add_nodes_from(
         (_xml_text(n), {k: _xml_text(v) for k, v in d.items()}) for n, d in graph.nodes(data=True)
     )
-    if graph.is_multigraph():
-        out.add_edges_from(
-            (_xml_text(u), _xml_text(v), key, {k: _xml_text(x) for k, x in d.items()})
-            for u, v, key, d in graph.edges(keys=True, data=True)
-        )
-    else:
-        out.add_edges_from(
-            (_xml_text(u), _xml_text(v), {k: _xml_text(x) for k, x in d.items()})
-            for u, v, d in graph.edges(data=True)
-        )
+    # (A multigraph's edges carry their keys, between the ends and the data.)
+    edges = graph.edges(keys=True, data=True) if graph.is_multigraph() else graph.edges(data=True)
+    out.add_edges_from(
+        (_xml_text(u), _xml_text(v), *key, {k: _xml_text(x) for k, x in d.items()})
+        for u, v, *key, d in edges
+    )
     return out
 
 
@@ -446,13 +442,9 @@ def write_graph(graph: nx.Graph, path: str | Path) -> None:
     fmt = graph_format(path)
     pieces = graphml_text(graph) if fmt == "graphml" else gexf_text(graph)
     if pieces is not None:
-        text = pieces  # (narrowed from None for the function below)
-
-        def write(fh: IO[bytes]) -> None:
-            for piece in text:
-                fh.write(piece.encode("utf-8", "xmlcharrefreplace"))
-
-        write_atomic(path, write)
+        write_atomic(
+            path, lambda fh: fh.writelines(p.encode("utf-8", "xmlcharrefreplace") for p in pieces)
+        )
         return
     safe = _xml_safe(graph)
     if fmt == "graphml":

@@ -128,18 +128,23 @@ def _element(head: str, tag: str, children: list[str], level: int) -> str:
     return f"<{head}>{inner}{inner.join(children)}\n{'  ' * level}</{tag}>"
 
 
-def _batched(pieces: Iterator[str], separator: str) -> Iterator[str]:
-    """``pieces`` joined by ``separator``, in chunks of ``_BATCH``, each but the first
-    preceded by the separator."""
-    batch: list[str] = []
-    first = True
-    for piece in pieces:
-        batch.append(piece)
+def _streamed(head: str, tag: str, children: Iterator[str], level: int) -> Iterator[str]:
+    """:func:`_element` in pieces, for children made as they are written: joined a
+    batch of ``_BATCH`` at a time."""
+    first = next(children, None)
+    if first is None:
+        yield f"<{head} />"
+        return
+    inner = "\n" + "  " * (level + 1)
+    yield f"<{head}>"
+    batch = [first]
+    for child in children:
         if len(batch) == _BATCH:
-            yield ("" if first else separator) + separator.join(batch)
-            batch, first = [], False
-    if batch:
-        yield ("" if first else separator) + separator.join(batch)
+            yield inner + inner.join(batch)
+            batch = []
+        batch.append(child)
+    yield inner + inner.join(batch)
+    yield f"\n{'  ' * level}</{tag}>"
 
 
 def graphml_text(graph: nx.Graph) -> Iterator[str] | None:
@@ -187,22 +192,14 @@ def _graphml_pieces(graph: nx.Graph, keys: dict[tuple[str, type, str], str]) -> 
         for (name, kind, scope), key in reversed(keys.items())
     ]
     yield _DECLARATION + root + "\n  " + "".join(line + "\n  " for line in key_lines)
-    graph_data = data("graph", graph.graph)
-    if not (graph.number_of_nodes() or graph_data):
-        yield '<graph edgedefault="undirected" />\n</graphml>\n'
-        return
-    child = "\n    "
-    yield '<graph edgedefault="undirected">' + child
     # Nodes, edges, then the graph's own data, as networkx appends them.
-    yield from _batched(
-        chain(
-            (node(n, d) for n, d in graph.nodes(data=True)),
-            (edge(u, v, d) for u, v, d in graph.edges(data=True)),
-            graph_data,
-        ),
-        child,
+    children = chain(
+        (node(n, d) for n, d in graph.nodes(data=True)),
+        (edge(u, v, d) for u, v, d in graph.edges(data=True)),
+        data("graph", graph.graph),
     )
-    yield "\n  </graph>\n</graphml>\n"
+    yield from _streamed('graph edgedefault="undirected"', "graph", children, 1)
+    yield "\n</graphml>\n"
 
 
 def gexf_text(graph: nx.Graph) -> Iterator[str] | None:
@@ -298,22 +295,11 @@ def _gexf_pieces(graph: nx.Graph, attrs: dict[str, dict[str, tuple[str, type]]])
             ]
             head = f'attributes mode="static" class="{cls}"'
             yield "    " + _element(head, "attributes", lines, 2) + "\n"
-    yield from _gexf_list(
-        "nodes", (node(n, d) for n, d in graph.nodes(data=True)), graph.number_of_nodes() > 0
-    )
-    yield from _gexf_list(
-        "edges",
-        (edge(k, u, v, d) for k, (u, v, d) in enumerate(graph.edges(data=True))),
-        graph.number_of_edges() > 0,
-    )
+    for tag, items in (
+        ("nodes", (node(n, d) for n, d in graph.nodes(data=True))),
+        ("edges", (edge(k, u, v, d) for k, (u, v, d) in enumerate(graph.edges(data=True)))),
+    ):
+        yield "    "
+        yield from _streamed(tag, tag, items, 2)
+        yield "\n"
     yield "  </graph>\n</gexf>\n"
-
-
-def _gexf_list(tag: str, items: Iterator[str], any_items: bool) -> Iterator[str]:
-    if not any_items:
-        yield f"    <{tag} />\n"
-        return
-    child = "\n      "
-    yield f"    <{tag}>{child}"
-    yield from _batched(items, child)
-    yield f"\n    </{tag}>\n"
