@@ -106,26 +106,31 @@ def _sha256(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def _typed(usage: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Each account's (``key``) use of each indicator ``type`` and ``value``, once: kinds of
-    one type (an address seen in requests and at signup) are merged, with the first and
-    last time seen."""
-    kind_type = pl.col("kind").replace_strict(_KIND_TYPES, return_dtype=pl.String)
-    is_v6 = pl.col("value").str.contains(":", literal=True)
-    return (
-        usage.filter(pl.col("kind").is_in(list(_KIND_TYPES)))
-        .select(
-            key,
-            pl.when(kind_type == "ip")
-            .then(pl.when(is_v6).then(pl.lit("ipv6-addr")).otherwise(pl.lit("ipv4-addr")))
-            .otherwise(kind_type)
-            .alias("type"),
-            pl.col("value").cast(pl.String),
-            "first_seen",
-            "last_seen",
-        )
-        .group_by(key, "type", "value")
-        .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
+def _uses(usage: pl.DataFrame, key: str) -> pl.DataFrame:
+    """The usage rows as integers, for group-bys that key on numbers rather than text:
+    the account (``key``), the indicator ``type`` as its position in
+    :data:`INDICATOR_TYPES` (IPs split into v4 and v6 by their text; null for kinds that
+    make no indicator), the ``value`` as its category number (equal text, equal number,
+    whatever the kind, so an address seen in requests and at signup is one value) and
+    the first and last time seen. Only the two numbers are new columns; the others are
+    the usage table's own."""
+    position = {t: i for i, t in enumerate(INDICATOR_TYPES)}
+    by_kind = pl.col("kind").replace_strict(
+        {kind: position.get(t, -1) for kind, t in _KIND_TYPES.items()},
+        default=None,
+        return_dtype=pl.Int8,
+    )
+    ip_type = (
+        pl.when(pl.col("value").str.contains(":", literal=True))
+        .then(pl.lit(position["ipv6-addr"], pl.Int8))
+        .otherwise(pl.lit(position["ipv4-addr"], pl.Int8))
+    )
+    return usage.select(
+        key,
+        pl.when(by_kind == -1).then(ip_type).otherwise(by_kind).alias("type"),
+        pl.col("value").cast(pl.Categorical()).to_physical().alias("value"),
+        "first_seen",
+        "last_seen",
     )
 
 
@@ -169,17 +174,18 @@ def indicators(
     clusters = result.clusters.filter(pl.col("suspected")).select(
         "cluster_id", pl.col("rank").cast(pl.Int64), pl.col("score").cast(pl.Float64)
     )
-    # Lazy plans over the few usage columns needed, on account numbers where the rows
-    # carry them; typed rows are one per account, type and value, so rows count accounts.
+    # Types and values as numbers, so the group-bys key on integers, not on text; the
+    # accounts are counted distinct (kinds of one type merge into one value).
     evidence = result.evidence
     suspects, key = evidence.keyed(evidence.usage, members.select("account_id", "cluster_id"))
-    usage = evidence.usage.lazy()
+    uses = _uses(evidence.usage, key)
     in_clusters = (
-        _typed(usage.join(suspects.lazy(), on=key, how="semi"), key)
+        uses.lazy()
+        .filter(pl.col("type").is_not_null())
         .join(suspects.lazy(), on=key)
         .group_by("cluster_id", "type", "value")
         .agg(
-            pl.len().cast(pl.Int64).alias("n_accounts"),
+            pl.col(key).n_unique().cast(pl.Int64).alias("n_accounts"),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),
         )
@@ -190,17 +196,31 @@ def indicators(
     in_suspected = pl.col(key).is_in(suspects.get_column(key).implode())
     values = in_clusters.lazy().select("type", "value").unique()
     overall = (
-        _typed(usage.join(values.select("value"), on="value", how="semi"), key)
-        .join(values, on=["type", "value"])
+        uses.lazy()
+        .join(values, on=["type", "value"], how="semi")
         .group_by("type", "value")
         .agg(
-            pl.len().cast(pl.Int64).alias("n_accounts_all"),
-            in_suspected.sum().alias("_n_suspected"),
+            pl.col(key).n_unique().cast(pl.Int64).alias("n_accounts_all"),
+            pl.col(key).filter(in_suspected).n_unique().cast(pl.Int64).alias("_n_suspected"),
         )
         .collect(engine="streaming")
     )
-    shared = in_clusters.join(overall, on=["type", "value"]).filter(
-        pl.col("_n_suspected") >= min_share * pl.col("n_accounts_all")
+    texts = (
+        pl.DataFrame([uses.get_column("value"), evidence.usage.get_column("value").alias("_text")])
+        .lazy()
+        .join(values.select("value"), on="value", how="semi")
+        .unique("value", keep="any")
+    )
+    type_names = pl.col("type").replace_strict(
+        dict(enumerate(INDICATOR_TYPES)), return_dtype=pl.String
+    )
+    shared = (
+        in_clusters.lazy()
+        .join(overall.lazy(), on=["type", "value"])
+        .filter(pl.col("_n_suspected") >= min_share * pl.col("n_accounts_all"))
+        .join(texts, on="value")
+        .with_columns(type_names, pl.col("_text").alias("value"))
+        .collect()
     )
     accounts = members.select(
         "cluster_id",

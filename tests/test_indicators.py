@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -157,6 +158,13 @@ def test_counts_are_distinct_accounts_across_kinds_of_one_type(result, table):
     assert joined.get_column("n_accounts_all").equals(
         joined.get_column("n_accounts_all_x"), check_names=False
     )
+
+
+def test_same_table_on_account_ids_as_on_account_numbers(result, table):
+    # Without numbers that match the accounts, the counts key on the ids' text.
+    evidence = dataclasses.replace(result.evidence, numbered_ids=None)
+    assert evidence.account_numbers(evidence.usage) is None
+    assert indicators(dataclasses.replace(result, evidence=evidence), KEY.encode()).equals(table)
 
 
 def test_account_hashes_match_for_partners_with_the_key(result, table):
