@@ -22,6 +22,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from distill_forensics.errors import InputError
 from distill_forensics.jit import compiled
@@ -121,16 +122,7 @@ def _shared_values(
     only the first ``per_kind`` of each kind are kept.
     """
     empty = pl.DataFrame(schema={"a": pl.String, "b": pl.String, "shared": pl.String})
-    # Values numbered in the order they are listed: by kind, rarest first, then by text.
-    values = (
-        usage.select("kind", "value")
-        .unique()
-        .join(rarity.lazy().select("kind", "value", "n_accounts"), on=["kind", "value"], how="left")
-        .sort("kind", "n_accounts", "value", nulls_last=True)
-        .select("kind", "value", (pl.col("kind").rank("dense") - 1).cast(pl.Int64).alias("k"))
-        .collect()
-    )
-    if pairs.height == 0 or values.height == 0 or per_kind < 1:
+    if pairs.height == 0 or per_kind < 1:
         return empty
     ids = (
         pl.concat([pairs.get_column("a"), pairs.get_column("b")])
@@ -139,16 +131,34 @@ def _shared_values(
         .to_frame("account_id")
         .with_row_index("n")
     )
-    used = (
-        usage.join(ids.lazy(), on="account_id")
-        .join(values.lazy().with_row_index("v"), on=["kind", "value"])
-        .select(pl.col("n").cast(pl.Int64), pl.col("v").cast(pl.Int64))
-        .sort("n", "v")
+    # The usage rows of the pairs' accounts, read once for the values and their users.
+    rows = usage.join(ids.lazy(), on="account_id").select("n", "kind", "value").collect()
+    # Values numbered in the order they are listed: by kind, rarest first, then by text.
+    values = (
+        rows.lazy()
+        .select("kind", "value")
+        .unique()
+        .join(rarity.lazy().select("kind", "value", "n_accounts"), on=["kind", "value"], how="left")
+        .sort("kind", "n_accounts", "value", nulls_last=True)
+        .select("kind", "value", (pl.col("kind").rank("dense") - 1).cast(pl.Int64).alias("k"))
         .collect()
     )
-    # Each account's values in order: a row of a compressed matrix.
+    if values.height == 0:
+        return empty
+    # Each account's values in order, as one sorted key per use (both row numbers are
+    # 32-bit): the rows of a compressed matrix.
+    used = (
+        rows.lazy()
+        .join(values.lazy().with_row_index("v"), on=["kind", "value"])
+        .select((pl.col("n").cast(pl.UInt64) * 2**32 + pl.col("v")).alias("key"))
+        .collect()
+        .get_column("key")
+        .sort()
+        .to_numpy()
+    )
+    del rows
     indptr = np.zeros(ids.height + 1, dtype=np.int64)
-    np.cumsum(np.bincount(used.get_column("n").to_numpy(), minlength=ids.height), out=indptr[1:])
+    np.cumsum(np.bincount((used >> 32).astype(np.int64), minlength=ids.height), out=indptr[1:])
     kinds = values.get_column("k").to_numpy()
     kind_start = np.searchsorted(kinds, np.arange(int(kinds.max()) + 2)).astype(np.int64)
     ends = [
@@ -157,7 +167,7 @@ def _shared_values(
     ]
     edge, v = _first_shared(
         indptr,
-        used.get_column("v").to_numpy(),
+        (used & 0xFFFFFFFF).astype(np.int64),
         kinds,
         kind_start,
         ends[0].get_column("n").to_numpy().astype(np.int64),
@@ -166,18 +176,17 @@ def _shared_values(
     )
     if len(edge) == 0:
         return empty
-    listed = pl.DataFrame({"e": edge}).with_columns(
-        values.get_column("kind").gather(v), values.get_column("value").gather(v)
-    )
-    per_pair = listed.group_by("e", maintain_order=True).agg(
-        pl.concat_str("kind", pl.lit("="), "value").str.join("; ").alias("shared")
-    )
-    at = per_pair.get_column("e")
+    # The pairs' listed values are runs of the kernel's output: one list per run, joined.
+    labels = values.select(pl.concat_str("kind", pl.lit("="), "value")).to_series()
+    starts = np.flatnonzero(np.r_[True, edge[1:] != edge[:-1]])
+    offsets = np.r_[starts, len(edge)].astype(np.int64)
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), labels.gather(v).to_arrow())
+    at = edge[starts]
     return pl.DataFrame(
         {
             "a": pairs.get_column("a").gather(at),
             "b": pairs.get_column("b").gather(at),
-            "shared": per_pair.get_column("shared"),
+            "shared": pl.Series(lists).list.join("; "),
         }
     )
 
