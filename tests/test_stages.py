@@ -209,6 +209,10 @@ def test_merging_as_batches_arrive_is_exact(tmp_path, monkeypatch):
     assert len(merges) > 3 * len(first)
     for name in ("usage", "activity", "accounts"):
         assert_frame_equal(getattr(whole, name), getattr(often, name))
+    # Merging keeps one usage row per account, kind and value: explain and graph count
+    # a value's rows as its accounts.
+    keys = often.usage.select("account_id", "kind", "value")
+    assert keys.height > 1000 and not keys.is_duplicated().any()
 
 
 def test_per_day_counts_come_from_the_one_pass_and_survive_merges(tmp_path, monkeypatch):
