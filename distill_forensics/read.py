@@ -471,6 +471,15 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed)
 
 
+def _not_a_file(path: Path) -> InputError:
+    """A pipe, socket or device given as input: it is read more than once (its header, its
+    schema, then its rows), which a stream cannot be."""
+    return InputError(
+        f"{path}: not a regular file (a pipe or a device); the input is read more than "
+        "once, so save it to a file first (a .csv.gz file is read as it is)"
+    )
+
+
 def _expand(paths: Sequence[str | Path]) -> list[_File]:
     supported = ", ".join(SUPPORTED_SUFFIXES)
     files: list[_File] = []
@@ -485,6 +494,8 @@ def _expand(paths: Sequence[str | Path]) -> list[_File]:
         elif path.exists() or not _is_glob(str(given)):
             if not path.exists():
                 raise InputError(f"{path}: file not found")
+            if not path.is_file():
+                raise _not_a_file(path)
             fmt = _fmt(path)
             if fmt is None:
                 raise InputError(f"{path}: unsupported file type; use one of {supported}")
@@ -497,6 +508,8 @@ def _expand(paths: Sequence[str | Path]) -> list[_File]:
                 if m.is_dir():
                     found.extend(_under(m))
                 elif (fmt := _fmt(m)) is not None:
+                    if not m.is_file():
+                        raise _not_a_file(m)
                     found.append(_File(m, fmt, _hive(m, root)))
             if not found:
                 raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -86,6 +87,23 @@ def test_unsupported_extension(in_tmp: Path) -> None:
     with pytest.raises(InputError) as err:
         read_logs(["logs.xlsx"])
     assert str(err.value) == f"logs.xlsx: unsupported file type; use one of {SUPPORTED}"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+@pytest.mark.parametrize("given", ["logs.csv", "*.csv", "."])
+def test_a_named_pipe_is_refused_before_it_is_opened(in_tmp: Path, given: str) -> None:
+    # Opening a pipe with no writer would block: the check must come first.
+    os.mkfifo(in_tmp / "logs.csv")
+    if given == ".":  # a directory's files are regular files only: the pipe is not one
+        with pytest.raises(InputError, match="directory holds no Parquet or CSV files"):
+            read_logs([given])
+        return
+    with pytest.raises(InputError) as err:
+        read_logs([given])
+    assert str(err.value) == (
+        "logs.csv: not a regular file (a pipe or a device); the input is read more than "
+        "once, so save it to a file first (a .csv.gz file is read as it is)"
+    )
 
 
 def test_empty_csv(in_tmp: Path) -> None:
