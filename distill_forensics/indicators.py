@@ -112,8 +112,7 @@ def _uses(usage: pl.DataFrame, key: str) -> pl.DataFrame:
     :data:`INDICATOR_TYPES` (IPs split into v4 and v6 by their text; null for kinds that
     make no indicator), the ``value`` as its category number (equal text, equal number,
     whatever the kind, so an address seen in requests and at signup is one value) and
-    the first and last time seen. Only the two numbers are new columns; the others are
-    the usage table's own."""
+    the first and last time seen, in the usage table's row order."""
     position = {t: i for i, t in enumerate(INDICATOR_TYPES)}
     by_kind = pl.col("kind").replace_strict(
         {kind: position.get(t, -1) for kind, t in _KIND_TYPES.items()},
@@ -125,12 +124,18 @@ def _uses(usage: pl.DataFrame, key: str) -> pl.DataFrame:
         .then(pl.lit(position["ipv6-addr"], pl.Int8))
         .otherwise(pl.lit(position["ipv4-addr"], pl.Int8))
     )
-    return usage.select(
-        key,
-        pl.when(by_kind == -1).then(ip_type).otherwise(by_kind).alias("type"),
-        pl.col("value").cast(pl.Categorical()).to_physical().alias("value"),
-        "first_seen",
-        "last_seen",
+    # A lazy plan: at 16 M requests, an eager select over the usage table (a chunk per
+    # kind) held 2 GB more.
+    return (
+        usage.lazy()
+        .select(
+            key,
+            pl.when(by_kind == -1).then(ip_type).otherwise(by_kind).alias("type"),
+            pl.col("value").cast(pl.Categorical()).to_physical().alias("value"),
+            "first_seen",
+            "last_seen",
+        )
+        .collect()
     )
 
 
@@ -205,12 +210,18 @@ def indicators(
         )
         .collect(engine="streaming")
     )
-    texts = (
-        pl.DataFrame([uses.get_column("value"), evidence.usage.get_column("value").alias("_text")])
-        .lazy()
+    # Each value's text from one of its rows.
+    rows = (
+        uses.lazy()
+        .with_row_index("_row")
         .join(values.select("value"), on="value", how="semi")
         .unique("value", keep="any")
+        .select("value", "_row")
+        .collect()
     )
+    texts = rows.with_columns(
+        evidence.usage.get_column("value").gather(rows.get_column("_row")).alias("_text")
+    ).lazy()
     type_names = pl.col("type").replace_strict(
         dict(enumerate(INDICATOR_TYPES)), return_dtype=pl.String
     )
