@@ -112,7 +112,8 @@ def _uses(usage: pl.DataFrame, key: str) -> pl.DataFrame:
     :data:`INDICATOR_TYPES` (IPs split into v4 and v6 by their text; null for kinds that
     make no indicator), the ``value`` as its category number (equal text, equal number,
     whatever the kind, so an address seen in requests and at signup is one value) and
-    the first and last time seen, in the usage table's row order."""
+    the first and last time seen, in the usage table's row order. The numbers hold
+    within one call only: polars drops its category mapping once nothing uses it."""
     position = {t: i for i, t in enumerate(INDICATOR_TYPES)}
     by_kind = pl.col("kind").replace_strict(
         {kind: position.get(t, -1) for kind, t in _KIND_TYPES.items()},

@@ -475,7 +475,7 @@ def _not_a_file(path: Path) -> InputError:
     """A pipe, socket or device given as input: it is read more than once (its header, its
     schema, then its rows), which a stream cannot be."""
     return InputError(
-        f"{path}: not a regular file (a pipe or a device); the input is read more than "
+        f"{path}: not a regular file (a pipe, socket or device); the input is read more than "
         "once, so save it to a file first (a .csv.gz file is read as it is)"
     )
 
@@ -508,6 +508,8 @@ def _expand(paths: Sequence[str | Path]) -> list[_File]:
                 if m.is_dir():
                     found.extend(_under(m))
                 elif (fmt := _fmt(m)) is not None:
+                    if not m.exists():  # a broken link
+                        raise InputError(f"{m}: file not found")
                     if not m.is_file():
                         raise _not_a_file(m)
                     found.append(_File(m, fmt, _hive(m, root)))

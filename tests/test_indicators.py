@@ -160,6 +160,40 @@ def test_counts_are_distinct_accounts_across_kinds_of_one_type(result, table):
     )
 
 
+def test_share_in_suspected_clusters_counts_distinct_accounts(result):
+    # A suspected account that used an address in requests and at signup is one of the
+    # address's accounts, not two: at a share between the two counts, the address drops.
+    usage = (
+        result.evidence.usage.filter(pl.col("kind").is_in(["ip", "signup_ip"]))
+        .join(
+            result.members.filter("suspected").select("account_id", "cluster_id"),
+            on="account_id",
+            how="left",
+        )
+        .with_columns(suspected=pl.col("cluster_id").is_not_null())
+    )
+    per = usage.group_by("value").agg(
+        n_all=pl.col("account_id").n_unique(),
+        n_suspected=pl.col("account_id").filter("suspected").n_unique(),
+        rows_suspected=pl.col("suspected").sum(),
+    )
+    tipping = per.filter(
+        (pl.col("rows_suspected") > pl.col("n_suspected"))
+        & (pl.col("n_all") > pl.col("n_suspected"))
+        & (pl.col("n_suspected") >= 2)
+    ).sort("n_all", "value")
+    assert tipping.height  # (the sample has such addresses)
+    value, n_all, n_suspected = tipping.select("value", "n_all", "n_suspected").row(0)
+    share = (n_suspected + 0.5) / n_all  # the distinct count falls short, the rows reach it
+    ips = pl.col("type").is_in(["ipv4-addr", "ipv6-addr"])
+    at_share = indicators(result, KEY.encode(), min_share=share).filter(ips)
+    expected = per.filter(pl.col("n_suspected") >= share * pl.col("n_all")).get_column("value")
+    assert value not in at_share.get_column("value").to_list()
+    assert set(at_share.get_column("value")) == set(expected) & set(
+        indicators(result, KEY.encode(), min_share=0.0).filter(ips).get_column("value")
+    )
+
+
 def test_same_table_on_account_ids_as_on_account_numbers(result, table):
     # Without numbers that match the accounts, the counts key on the ids' text.
     evidence = dataclasses.replace(result.evidence, numbered_ids=None)
