@@ -393,3 +393,22 @@ def test_clusters_are_ranked_again_after_their_ids_carry_over():
     assert ranked["rank"].to_list() == [1, 2, 3]
     assert ranked_members.columns == members.columns
     assert ranked_members.rows() == [("y", "C-a", 1), ("x", "C-b", 2), ("z", "C-c", 3)]
+
+
+def test_the_report_may_not_replace_the_previous_members_table(tmp_path):
+    previous = tmp_path / "members.csv"
+    _members({"C-x": ["acct_1", "acct_2"]}, {"C-x": 80.0}).write_csv(previous)
+    before = previous.read_bytes()
+    args = ["cluster", LOGS, "--accounts", ACCOUNTS, "--previous", str(previous), "-q"]
+    refused = CliRunner().invoke(main, [*args, "-o", str(previous)])
+    assert refused.exit_code == EXIT_INPUT
+    assert refused.stderr == (
+        f"error: {previous}: is the --previous members table, which the cluster report "
+        "would replace; write -o elsewhere\n"
+    )
+    assert previous.read_bytes() == before
+    # Tonight's members may replace last night's: the table is read before the run.
+    replaced = CliRunner().invoke(main, [*args, "--members", str(previous)])
+    assert replaced.exit_code == 0, replaced.output
+    tonight = pl.read_csv(previous)
+    assert tonight.height > 100 and "acct_1" not in tonight.get_column("account_id").to_list()
