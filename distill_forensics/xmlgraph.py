@@ -43,13 +43,14 @@ _ATTR = str.maketrans(
 _TYPES = (str, int, float, bool)
 
 
-def _any_of(codes: tuple[int, ...], also: str = "") -> re.Pattern[str]:
-    return re.compile("[" + re.escape("".join(map(chr, codes)) + also) + "]")
+def _any_of(table: dict[int, str]) -> re.Pattern[str]:
+    """A pattern of the characters a translation ``table`` changes."""
+    return re.compile("[" + re.escape("".join(map(chr, table))) + "]")
 
 
-_INVALID_CHAR = _any_of(_INVALID_CODES)
-_TEXT_SPECIAL = _any_of(_INVALID_CODES, "&<>")
-_ATTR_SPECIAL = _any_of(_INVALID_CODES, '&<>"\r\n\t')
+_INVALID_CHAR = _any_of(_INVALID)
+_TEXT_SPECIAL = _any_of(_TEXT)
+_ATTR_SPECIAL = _any_of(_ATTR)
 _DECLARATION = "<?xml version='1.0' encoding='utf-8'?>\n"
 _BATCH = 20_000
 """Elements joined into one piece of text at a time."""
@@ -112,11 +113,6 @@ def _plain_ids(graph: nx.Graph) -> bool:
         return True
     safe = {xml_safe(n) for n in unsafe}
     return len(safe) == len(unsafe) and not any(n in graph for n in safe)
-
-
-def _value_text(value: Any) -> str:
-    """``str(value)``, the text networkx writes for an XML attribute it takes from the data."""
-    return value if type(value) is str else str(value)
 
 
 def _element(head: str, tag: str, children: list[str], level: int) -> str:
@@ -265,7 +261,7 @@ def _gexf_pieces(graph: nx.Graph, attrs: dict[str, dict[str, tuple[str, type]]])
 
     def node(n: str, values: dict[str, Any]) -> str:
         label = values.get("label", n)
-        head = f'node id="{ascii_attr(n)}" label="{ascii_attr(_value_text(label))}"'
+        head = f'node id="{ascii_attr(n)}" label="{ascii_attr(str(label))}"'
         return _element(head, "node", attvalues("node", values, _GEXF_OWN["node"]), 3)
 
     edge_own = _GEXF_OWN["edge"]
@@ -274,10 +270,10 @@ def _gexf_pieces(graph: nx.Graph, attrs: dict[str, dict[str, tuple[str, type]]])
         head = f'edge source="{ascii_attr(u)}" target="{ascii_attr(v)}" id="{number}"'
         for name in edge_own:
             if name in values:
-                head += f' {name}="{ascii_attr(_value_text(values[name]))}"'
+                head += f' {name}="{ascii_attr(str(values[name]))}"'
         return _element(head, "edge", attvalues("edge", values, edge_own), 3)
 
-    name = ascii_attr(_value_text(graph.graph.get("name", "")))
+    name = ascii_attr(str(graph.graph.get("name", "")))
     creator = f"NetworkX {nx.__version__}".translate(_TEXT)
     yield (
         _DECLARATION
