@@ -289,6 +289,7 @@ _READ_FAILURES = (
     "gzip",
     "compressed",
     "corrupt",
+    "csv malformed",
 )
 """Words of the errors polars and the decompressors raise for a damaged or mislabelled file."""
 
@@ -308,10 +309,11 @@ def read_errors(files: Sequence[Path]) -> Iterator[None]:
             text = text[:157] + "..."
         bad = files[0] if len(files) == 1 else _unreadable(files)
         where = str(bad) if bad is not None else f"one of the {len(files)} input files"
-        raise InputError(
-            f"{where}: cannot read its rows ({text}); check that the file is complete and "
-            "in the format its name says"
-        ) from None
+        fix = "check that the file is complete and in the format its name says"
+        if "csv malformed" in text.lower():
+            # (polars' reader splits a CSV into chunks; a quote left open shifts one's rows)
+            fix = "check that every quoted field in it is closed"
+        raise InputError(f"{where}: cannot read its rows ({text}); {fix}") from None
 
 
 def _unreadable(files: Sequence[Path]) -> Path | None:

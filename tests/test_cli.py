@@ -352,8 +352,17 @@ def test_unreadable_files_are_input_errors_naming_the_file(runner, tmp_path):
     text = rows.write_csv().splitlines()
     text[10] = '2026-03-01T00:00:00Z,"a2 unterminated,1.2.3.4'
     ragged.write_text("\n".join(text) + "\n")
+    # In a longer file polars reads the CSV in chunks, and the open quote shifts one
+    # chunk's rows against the count it expected.
+    open_quote = tmp_path / "open_quote.csv"
+    rows = pl.read_parquet(LOGS).head(1000).select("timestamp", "account_id", "prompt")
+    text = rows.write_csv()
+    cut = text.rfind("\n", 0, len(text) - 2000) + 1
+    open_quote.write_text(
+        text[:cut] + '2026-03-01T00:00:00Z,acct_x,"unterminated,foo\n' + text[cut:]
+    )
     store = tmp_path / "store"
-    for path in (bad, ragged):
+    for path in (bad, ragged, open_quote):
         for command in (["cluster", str(path)], ["extract", str(path), "-o", str(store)]):
             code, err = _error(runner, command)
             assert code == EXIT_INPUT, (command, err)
