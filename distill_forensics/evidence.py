@@ -170,23 +170,57 @@ def evidence_days(store: str | Path) -> list[dt.date]:
     return sorted(days)
 
 
-def read_evidence(
-    store: str | Path, *, window_days: int | None = None, until: dt.date | None = None
-) -> Evidence:
-    """Merge the days of a window (the last ``window_days`` up to ``until``) into evidence.
-
-    Without ``until`` the window ends on the newest day in the store; without
-    ``window_days`` every day up to ``until`` is used.
-    """
+def days_in_window(
+    store: str | Path,
+    *,
+    window_days: int | None = None,
+    until: dt.date | None = None,
+    since: dt.date | None = None,
+) -> list[dt.date]:
+    """The days of the store in a window, oldest first: the last ``window_days`` days up
+    to ``until`` (the newest day in the store without it), none before ``since``."""
     root = Path(store)
     days = evidence_days(root)
     if until is not None:
         days = [d for d in days if d <= until]
-    if not days:
-        raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
-    if window_days is not None:
+    if window_days is not None and days and window_days <= (days[-1] - days[0]).days:
         first = days[-1] - dt.timedelta(days=window_days - 1)
         days = [d for d in days if d >= first]
+    if since is not None:
+        days = [d for d in days if d >= since]
+    if not days:
+        raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
+    return days
+
+
+def missing_days(days: list[dt.date]) -> list[dt.date]:
+    """The days between the first and the last of ``days`` (ascending) that are not in it."""
+    present = set(days)
+    span = (days[-1] - days[0]).days if days else 0
+    every = (days[0] + dt.timedelta(days=k) for k in range(span + 1))
+    return [d for d in every if d not in present]
+
+
+def read_evidence(
+    store: str | Path,
+    *,
+    window_days: int | None = None,
+    until: dt.date | None = None,
+    since: dt.date | None = None,
+) -> Evidence:
+    """Merge the days of a window (see :func:`days_in_window`) into evidence.
+
+    Without ``until`` the window ends on the newest day in the store; without
+    ``window_days`` every day up to ``until`` is used, from ``since`` if given.
+    """
+    return read_days(
+        store, days_in_window(store, window_days=window_days, until=until, since=since)
+    )
+
+
+def read_days(store: str | Path, days: list[dt.date]) -> Evidence:
+    """Merge the given days of the store (see :func:`days_in_window`) into evidence."""
+    root = Path(store)
     parts = []
     # Sketches merge only with sketches of the same prompt hash: the first day of
     # each hash mark, and the polars that wrote it.

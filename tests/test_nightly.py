@@ -122,6 +122,61 @@ def test_window_without_evidence_is_an_input_error(tmp_path):
     assert "no evidence store here" in result.stderr
 
 
+def test_from_and_to_bound_the_evidence_window_by_whole_days(store, tmp_path):
+    a, b = tmp_path / "evidence.parquet", tmp_path / "raw.parquet"
+    window = ("--from", "2026-03-10", "--to", "2026-03-14")
+    result = _run("cluster", "--evidence", str(store), *window, "-o", str(a), "-q")
+    assert result.exit_code == 0, result.stderr
+    result = _run("cluster", LOGS, "--accounts", ACCOUNTS, *window, "-o", str(b), "-q")
+    assert result.exit_code == 0, result.stderr
+    assert_frame_equal(pl.read_parquet(a), pl.read_parquet(b))
+    # With --window, the later of the two starts counts.
+    c = tmp_path / "narrow.parquet"
+    args = ("--window", "10d", "--from", "2026-03-25", "-o", str(c), "-q")
+    assert _run("cluster", "--evidence", str(store), *args).exit_code == 0
+    d = tmp_path / "raw_narrow.parquet"
+    raw = ("--from", "2026-03-25", "-o", str(d), "-q")
+    assert _run("cluster", LOGS, "--accounts", ACCOUNTS, *raw).exit_code == 0
+    assert_frame_equal(pl.read_parquet(c), pl.read_parquet(d))
+    # A window wider than any calendar is the whole store.
+    e = tmp_path / "all.parquet"
+    result = _run("cluster", "--evidence", str(store), "--window", "99999999999d", "-o", str(e))
+    assert result.exit_code == 0, result.stderr
+    f = tmp_path / "raw_all.parquet"
+    assert _run("cluster", LOGS, "--accounts", ACCOUNTS, "-o", str(f), "-q").exit_code == 0
+    assert_frame_equal(pl.read_parquet(e), pl.read_parquet(f))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--from", "2026-03-10T12:00"], "--from 2026-03-10T12:00:00+00:00: an evidence store"),
+        (["--to", "2026-03-12T06:00"], "give a date such as --to 2026-03-12"),
+        (["--accounts", ACCOUNTS], "--accounts goes with raw LOGS"),
+        (["--column", "ip=client_ip"], "--column goes with raw LOGS"),
+    ],
+)
+def test_evidence_refuses_options_it_cannot_honour(store, tmp_path, args, needle):
+    out = tmp_path / "report.csv"
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), *args, "-o", str(out)])
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert needle in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_days_missing_from_the_window_are_named(store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    for day in ("2026-03-20", "2026-03-22"):
+        shutil.rmtree(copy / f"day={day}")
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(copy), "--window", "14d"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: 2 day(s) of the window have no evidence (2026-03-20, 2026-03-22); "
+        "extract them to include them"
+    ) in result.stderr
+
+
 def test_reports_are_not_written_into_the_evidence_store(store):
     meta = store / "day=2026-03-01" / "meta.json"
     before = meta.read_bytes()

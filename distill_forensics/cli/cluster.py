@@ -25,7 +25,7 @@ from distill_forensics.cli.common import (
     warn_evidence,
 )
 from distill_forensics.errors import EXIT_FINDINGS, InputError
-from distill_forensics.evidence import read_evidence
+from distill_forensics.evidence import days_in_window, missing_days, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
 from distill_forensics.write import read_table, write_table
@@ -48,7 +48,8 @@ FORMATS = ("table", "csv", "json")
 @click.option(
     "--window",
     metavar="DAYS",
-    help="With --evidence: the last DAYS days of the store (e.g. 30d), up to --to.",
+    help="With --evidence: the last DAYS days of the store (e.g. 30d), up to --to "
+    "(--from and --to take whole days there).",
 )
 @click.option(
     "--top",
@@ -134,6 +135,14 @@ def cluster(
         raise InputError("give either LOGS or --evidence DIR (one of them, not both)")
     if window and not evidence:
         raise InputError("--window goes with --evidence; for raw LOGS use --from/--to")
+    if evidence:
+        # The store holds what `extract` read: these shaped that reading.
+        for option, value in (("--accounts", accounts), ("--column", column), ("--config", config)):
+            if value:
+                raise InputError(
+                    f"{option} goes with raw LOGS: the evidence store holds what `extract` "
+                    f"read; give {option} to `distill-forensics extract` instead"
+                )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
     check_outputs({"-o": output, "--members": members}, logs, accounts, store=evidence)
@@ -148,12 +157,25 @@ def cluster(
     prior = read_table(previous) if previous else None
     with status.running("reading logs…"):
         if evidence:
-            until = kwargs["time_to"]
-            ev = read_evidence(
+            since, end = (
+                _whole_day(kwargs[key], option)
+                for key, option in (("time_from", "--from"), ("time_to", "--to"))
+            )
+            days = days_in_window(
                 evidence,
                 window_days=parse_window(window) if window else None,
-                until=(until - dt.timedelta(microseconds=1)).date() if until else None,
+                # (--to is the first moment left out: its day is not in the window)
+                until=end - dt.timedelta(days=1) if end and end > dt.date.min else end,
+                since=since,
             )
+            gaps = missing_days(days)
+            if gaps:
+                listed = ", ".join(d.isoformat() for d in gaps[:5]) + (", …" if gaps[5:] else "")
+                status.warn(
+                    f"{len(gaps):,} day(s) of the window have no evidence ({listed}); "
+                    "extract them to include them"
+                )
+            ev = read_days(evidence, days)
             result = analyze(ev, options, progress=status.stage, previous=prior)
         else:
             result = run_cluster(
@@ -199,6 +221,18 @@ def _cells(row: dict) -> list[str]:
         score,
         row["reasons"] or "",
     ]
+
+
+def _whole_day(bound: dt.datetime | None, option: str) -> dt.date | None:
+    """The day a --from/--to bound starts, for an evidence store (kept by whole UTC days)."""
+    if bound is None:
+        return None
+    if bound.time() != dt.time(0):
+        raise InputError(
+            f"{option} {bound.isoformat()}: an evidence store is kept by whole days (UTC); "
+            f"give a date such as {option} {bound.date().isoformat()}"
+        )
+    return bound.date()
 
 
 def parse_window(text: str) -> int:
