@@ -206,12 +206,43 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+Writer = Callable[[IO[bytes]], object]
+"""Writes a file's bytes to the open handle it is given."""
+
+
+def write_atomic(path: str | Path, write: Writer) -> None:
     """Write a file through ``write(fh)`` into a temporary file renamed into place.
 
     Readers see the old file or the whole new one, never a half-written file.
     """
-    path = Path(path)
+    write_files([(path, write)])
+
+
+def write_files(files: Sequence[tuple[str | Path, Writer]]) -> None:
+    """Write each ``(path, write)`` through ``write(fh)`` into a temporary file beside
+    it, then rename them all into place.
+
+    Readers see the old files or the whole new ones. When any cannot be written,
+    none is replaced: a nightly job never finds tonight's report beside last
+    night's members.
+    """
+    done: list[tuple[Path, Path]] = []
+    try:
+        for path, write in files:
+            done.append((Path(path), _written(Path(path), write)))
+        for path, tmp in done:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        for _, tmp in done:
+            with suppress(OSError):
+                tmp.unlink()
+
+
+def _written(path: Path, write: Writer) -> Path:
+    """A complete temporary file beside ``path`` holding what ``write(fh)`` writes."""
     parent = path.parent
     if not parent.is_dir():
         raise InputError(f"{path}: directory {str(parent)!r} does not exist; create it first")
@@ -229,7 +260,6 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
             os.fsync(fh.fileno())
         # mkstemp creates the file private (0600); give it the usual permissions.
         tmp.chmod(0o666 & ~_umask())
-        os.replace(tmp, path)
     except OSError as exc:
         with suppress(OSError):
             tmp.unlink()
@@ -238,6 +268,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
         with suppress(OSError):
             tmp.unlink()
         raise
+    return tmp
 
 
 def check_output(
@@ -277,9 +308,17 @@ def write_table(df: pl.DataFrame, path: str | Path, *, fmt: str | None = None) -
 
     >>> write_table(clusters, "out/clusters.csv")  # doctest: +SKIP
     """
+    write_files([table_file(df, path, fmt=fmt)])
+
+
+def table_file(
+    df: pl.DataFrame, path: str | Path, *, fmt: str | None = None
+) -> tuple[Path, Writer]:
+    """``df`` as a file for :func:`write_files`: ``path`` (checked) and the writer of the
+    format its name ends with (or ``fmt``)."""
     path = Path(path)
     kind = check_output(path, fmt=fmt)
-    write_atomic(path, lambda fh: _write(df, kind, fh))
+    return path, lambda fh: _write(df, kind, fh)
 
 
 def read_table(path: str | Path) -> pl.DataFrame:

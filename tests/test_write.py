@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import resource
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -14,11 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_forensics import write as write_module
-from distill_forensics.errors import InputError
-from distill_forensics.write import FORMULA_PREFIXES, to_csv_text, to_json_text, write_table
+from distill_forensics.errors import EXIT_INPUT, InputError
+from distill_forensics.write import (
+    FORMULA_PREFIXES,
+    table_file,
+    to_csv_text,
+    to_json_text,
+    write_files,
+    write_table,
+)
 
 NOON = datetime(2026, 3, 1, 12, tzinfo=UTC)
 ENDINGS = ".csv, .csv.gz, .json, .jsonl, .ndjson, .parquet"
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_logs"
 
 
 def table() -> pl.DataFrame:
@@ -151,6 +163,57 @@ def test_os_error_becomes_input_error(tmp_path: Path, monkeypatch: pytest.Monkey
         write_table(table(), tmp_path / "r.csv")
     assert str(err.value) == f"{tmp_path / 'r.csv'}: cannot write (No space left on device)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_written_together_are_all_replaced_or_none(tmp_path: Path) -> None:
+    report, members = tmp_path / "report.csv", tmp_path / "members.parquet"
+    report.write_text("last night's report\n")
+    members.write_text("last night's members\n")
+
+    def full_disk(fh) -> None:
+        fh.write(b"PAR1")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError) as err:
+        write_files([table_file(table(), report), (members, full_disk)])
+    assert str(err.value) == f"{members}: cannot write (No space left on device)"
+    assert report.read_text() == "last night's report\n"
+    assert members.read_text() == "last night's members\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["members.parquet", "report.csv"]
+    write_files([table_file(table(), report), table_file(table(), members)])
+    assert report.read_text() == to_csv_text(table())
+    assert pl.read_parquet(members).equals(table())
+
+
+def test_the_cluster_report_is_not_replaced_when_the_members_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    report, members = tmp_path / "report.csv", tmp_path / "members.csv"
+    report.write_text("last night's report\n")
+    logs, accounts = SAMPLE / "logs.parquet", SAMPLE / "accounts.parquet"
+    args = ["cluster", str(logs), "--accounts", str(accounts), "-q", "-o", str(report)]
+
+    def small_files() -> None:  # the report (40 kB) fits, the members table (150 kB) does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from distill_forensics.cli import main; main()",
+            *args,
+            "--members",
+            str(members),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        check=False,
+    )
+    assert run.returncode == EXIT_INPUT, run.stderr
+    assert run.stderr.startswith(f"error: {members}: cannot write (File too large)")
+    assert report.read_text() == "last night's report\n" and not members.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv"]
 
 
 def test_replaces_existing_file_with_usual_permissions(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import days_in_window, missing_days, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import read_table, write_table
+from distill_forensics.write import read_table, table_file, write_files
 
 FORMATS = ("table", "csv", "json")
 
@@ -190,10 +190,9 @@ def cluster(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
     )
     member_rows = result.members.join(report.select("cluster_id"), on="cluster_id", how="semi")
-    if output:
-        write_table(report, output)
-    if members:
-        write_table(member_rows, members)
+    # Both or neither: a failed write leaves last night's files as they were.
+    outputs = ((report, output), (member_rows, members))
+    write_files([table_file(frame, path) for frame, path in outputs if path])
     shown = report.head(top) if top else report
     print_frame(shown, fmt, render_table)
     _summary(status, result, report)

@@ -23,7 +23,7 @@ from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
 from distill_forensics.pipeline import Options, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import FORMATS, to_csv_text, write_atomic, write_table
+from distill_forensics.write import FORMATS, table_file, to_csv_text, write_files
 
 HASH_KEY_ENV = "DISTILL_FORENSICS_HASH_KEY"
 SHORT_KEY = 16
@@ -123,14 +123,14 @@ def indicators(
     with status.running("reading logs…"):
         result = run_cluster(list(logs), accounts, options=options, progress=status.stage, **kwargs)
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
-    if output:
-        write_table(table, output)
-    else:
-        sys.stdout.write(to_csv_text(table))
+    files = [table_file(table, output)] if output else []
     if stix_output:
         bundle = to_stix(table)  # timestamps from the data, never from the clock
         text = json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        write_atomic(stix_output, lambda fh: fh.write(text.encode("utf-8")))
+        files.append((Path(stix_output), lambda fh: fh.write(text.encode("utf-8"))))
+    write_files(files)  # both or neither
+    if not output:
+        sys.stdout.write(to_csv_text(table))
     n_clusters = table.get_column("cluster_id").n_unique()
     status.message(f"{table.height:,} indicators for {n_clusters:,} suspected clusters")
     warn_evidence(status, result.evidence)
