@@ -8,11 +8,24 @@ Clusters without such a predecessor keep their anchor-based id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import polars as pl
 
 from distill_forensics.errors import InputError
+from distill_forensics.write import read_table
 
 MEMBER_COLUMNS = ("account_id", "cluster_id")
+DIFF_COLUMNS = (*MEMBER_COLUMNS, "score", "suspected")
+"""Columns of a members table that ``diff_members`` reads."""
+_MEMBER_TYPES: dict[str, tuple[pl.DataType, str]] = {
+    "account_id": (pl.String(), "ids"),
+    "cluster_id": (pl.String(), "ids"),
+    "score": (pl.Float64(), "numbers"),
+    "suspected": (pl.Boolean(), "true or false"),
+}
+"""The type of each column of a members table as read back, and what it holds."""
 MAJORITY = 0.5
 SHARE = 0.2
 """A new cluster draws on an old one when it holds at least this share of the old one."""
@@ -30,6 +43,39 @@ CHANGES = (
 )
 """Kinds of change, in the order they are listed. ``escalated``: the same or fewer
 members, suspected tonight and not last night."""
+
+
+def read_members(path: str | Path, columns: Sequence[str] = MEMBER_COLUMNS) -> pl.DataFrame:
+    """A members table (``cluster --members``) read back with ``columns`` in the types
+    the comparisons use: ids as text, ``score`` a number, ``suspected`` true or false
+    (as a CSV spells them too).
+
+    Refuses, naming the file and the column, a table without one of ``columns``, a
+    row without its account or cluster id, and a value of another type.
+    """
+    table = read_table(path)
+    fix = "give a file written by `distill-forensics cluster --members`"
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: lacks column(s) {', '.join(missing)}; {fix}")
+    for name in MEMBER_COLUMNS:
+        nulls = table.get_column(name).null_count()
+        if nulls:
+            raise InputError(f"{path}: {nulls:,} row(s) without a value in {name}; {fix}")
+    typed = []
+    for name in columns:
+        (dtype, holds), given = _MEMBER_TYPES[name], table.schema[name]
+        value = pl.col(name)
+        if dtype == pl.Boolean and given == pl.String:
+            words = {"true": True, "false": False}
+            typed_value = value.str.to_lowercase().replace_strict(words, default=None)
+        else:
+            typed_value = value.cast(dtype, strict=False)
+        lost = table.select((typed_value.is_null() & value.is_not_null()).sum()).item()
+        if lost:
+            raise InputError(f"{path}: column {name!r} holds {given} values, not {holds}; {fix}")
+        typed.append(typed_value.cast(dtype).alias(name))
+    return table.with_columns(typed)
 
 
 def carry_ids(members: pl.DataFrame, previous: pl.DataFrame) -> dict[str, str]:

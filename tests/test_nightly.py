@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
 from distill_forensics.cli import main
-from distill_forensics.diff import carry_ids, diff_members
+from distill_forensics.diff import DIFF_COLUMNS, carry_ids, diff_members, read_members
 from distill_forensics.errors import EXIT_FINDINGS, EXIT_INPUT
 from distill_forensics.extract import prompt_hash_mark
 from distill_forensics.score import rerank
@@ -404,6 +404,60 @@ def test_diff_rejects_files_that_are_not_member_reports(tmp_path):
     )
     assert result.exit_code == EXIT_INPUT
     assert "cluster --members" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_members_tables_are_read_back_typed_from_any_format(tmp_path):
+    members = _members({"C-a": ["a1", "a2"], "C-b": ["b1", "b2"]}, {"C-a": 80.0, "C-b": 20.0})
+    text = tmp_path / "text.csv"
+    members.with_columns(pl.col("suspected").cast(pl.String)).write_csv(text)
+    categories = tmp_path / "categories.parquet"
+    members.with_columns(pl.col("account_id").cast(pl.Categorical)).write_parquet(categories)
+    for path in (text, categories):
+        assert_frame_equal(read_members(path, DIFF_COLUMNS), members)
+    result = CliRunner().invoke(main, ["diff", str(text), str(categories), "--fail-on-changes"])
+    assert result.exit_code == 0, result.output
+    previous = ["cluster", LOGS, "--accounts", ACCOUNTS, "--previous", str(categories), "-q"]
+    assert CliRunner().invoke(main, previous).exit_code == 0
+
+
+def _null_where(column: str) -> pl.Expr:
+    """``column`` with no value on account a2's row."""
+    return pl.when(pl.col("account_id") != "a2").then(pl.col(column)).alias(column)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            _null_where("cluster_id"),
+            "1 row(s) without a value in cluster_id",
+        ),
+        (
+            _null_where("account_id"),
+            "1 row(s) without a value in account_id",
+        ),
+        (
+            pl.lit("maybe").alias("suspected"),
+            "column 'suspected' holds String values, not true or false",
+        ),
+        (pl.lit("high").alias("score"), "column 'score' holds String values, not numbers"),
+    ],
+)
+def test_a_members_table_that_cannot_be_compared_is_named(tmp_path, damage, message):
+    members = _members({"C-a": ["a1", "a2"]}, {"C-a": 80.0})
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    members.write_parquet(good)
+    members.with_columns(damage).write_parquet(bad)
+    fix = "; give a file written by `distill-forensics cluster --members`\n"
+    result = CliRunner().invoke(main, ["diff", str(good), str(bad)])
+    assert result.exit_code == EXIT_INPUT
+    assert result.stderr == f"error: {bad}: {message}{fix}"
+    if "_id" in message:  # (--previous reads the ids alone)
+        args = ["cluster", LOGS, "--previous", str(bad), "-o", str(tmp_path / "r.csv")]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == EXIT_INPUT
+        assert result.stderr == f"error: {bad}: {message}{fix}"
+        assert not (tmp_path / "r.csv").exists()
 
 
 def test_diff_flags_a_cluster_suspected_tonight_with_the_same_members(tmp_path):

@@ -24,11 +24,12 @@ from distill_forensics.cli.common import (
     threshold_option,
     warn_evidence,
 )
+from distill_forensics.diff import read_members
 from distill_forensics.errors import EXIT_FINDINGS, InputError
 from distill_forensics.evidence import days_in_window, missing_days, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
-from distill_forensics.write import read_table, table_file, write_files
+from distill_forensics.write import table_file, write_files
 
 FORMATS = ("table", "csv", "json")
 
@@ -154,7 +155,7 @@ def cluster(
         )
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
-    prior = read_table(previous) if previous else None
+    prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
         if evidence:
             since, end = (

@@ -8,9 +8,9 @@ import click
 import polars as pl
 
 from distill_forensics.cli.common import handle_errors, print_frame
-from distill_forensics.diff import diff_members
+from distill_forensics.diff import DIFF_COLUMNS, diff_members, read_members
 from distill_forensics.errors import EXIT_FINDINGS
-from distill_forensics.write import check_output, read_table, write_table
+from distill_forensics.write import check_output, write_table
 
 ALERT = ("new", "escalated", "grown", "changed", "merged", "split")
 
@@ -64,7 +64,7 @@ def diff(
     """
     if output:
         check_output(output, inputs=[old, new])
-    changes = diff_members(read_table(old), read_table(new))
+    changes = diff_members(read_members(old, DIFF_COLUMNS), read_members(new, DIFF_COLUMNS))
     shown = changes if show_all else changes.filter(pl.col("change") != "unchanged")
     if output:
         write_table(shown, output)
