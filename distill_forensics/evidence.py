@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 
 import polars as pl
@@ -92,6 +93,7 @@ def write_evidence(
     activity = parts.activity.with_columns(pl.col("account_id").cast(pl.String), day=_day_of_slot())
     days = sorted(set(per_day_rows.get_column("day").to_list()))
     mark = prompt_hash_mark()
+    created = bool(days) and not out.exists()
     if days:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -99,56 +101,99 @@ def write_evidence(
             raise InputError(
                 f"{out}: cannot create the evidence directory ({exc.strerror})"
             ) from None
-    for day in days:
-        # (Rows whose timestamp could not be read have no day: counted by the run alone.)
-        counts = (
-            per_day_rows.filter(pl.col("day") == day)
-            .drop("day", "unparseable_timestamp")
-            .row(0, named=True)
-        )
-        # Sorted, so the same day's logs always give the same bytes.
-        tables = {
-            "usage": parts.usage.filter(pl.col("day") == day)
-            .drop("day")
-            .with_columns(pl.col(pl.Categorical).cast(pl.String))
-            .sort("kind", "value", "account_id"),
-            "activity": activity.filter(pl.col("day") == day)
-            .drop("day")
-            .sort("account_id", "slot"),
-            "accounts": parts.accounts.filter(pl.col("day") == day).drop("day").sort("account_id"),
-        }
-        meta = {
-            "format": FORMAT_VERSION,
-            "day": day.isoformat(),
-            "columns": list(parts.columns),
-            "counts": {k: int(v or 0) for k, v in counts.items()},
-            # Sketches of prompt hashes merge only with sketches of the same hash.
-            "prompt_hash": mark,
-            "polars": pl.__version__,
-        }
-        _replace_day(out, day, tables, meta)
+    # Every day is written beside the store first and swapped in once all are:
+    # a run that fails leaves the store as it was.
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for day in days:
+            # (Rows whose timestamp could not be read have no day: counted by the run alone.)
+            counts = (
+                per_day_rows.filter(pl.col("day") == day)
+                .drop("day", "unparseable_timestamp")
+                .row(0, named=True)
+            )
+            # Sorted, so the same day's logs always give the same bytes.
+            tables = {
+                "usage": parts.usage.filter(pl.col("day") == day)
+                .drop("day")
+                .with_columns(pl.col(pl.Categorical).cast(pl.String))
+                .sort("kind", "value", "account_id"),
+                "activity": activity.filter(pl.col("day") == day)
+                .drop("day")
+                .sort("account_id", "slot"),
+                "accounts": parts.accounts.filter(pl.col("day") == day)
+                .drop("day")
+                .sort("account_id"),
+            }
+            meta = {
+                "format": FORMAT_VERSION,
+                "day": day.isoformat(),
+                "columns": list(parts.columns),
+                "counts": {k: int(v or 0) for k, v in counts.items()},
+                # Sketches of prompt hashes merge only with sketches of the same hash.
+                "prompt_hash": mark,
+                "polars": pl.__version__,
+            }
+            final = out / f"{PREFIX}{day.isoformat()}"
+            staged.append((_staged_day(final, tables, meta), final))
+        _swap_in(staged)
+    finally:
+        for tmp, _ in staged:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            with suppress(OSError):
+                out.rmdir()  # (only when empty: nothing was swapped in)
     return days
 
 
-def _replace_day(out: Path, day: dt.date, tables: dict[str, pl.DataFrame], meta: dict) -> None:
-    final = out / f"{PREFIX}{day.isoformat()}"
-    tmp = out / f".{final.name}.tmp-{os.getpid()}"
-    old = out / f".{final.name}.old-{os.getpid()}"
+def _staged_day(final: Path, tables: dict[str, pl.DataFrame], meta: dict) -> Path:
+    """A complete folder of the day ``final`` will hold, written beside it."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         for name, df in tables.items():
             df.write_parquet(tmp / f"{name}.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-    except BaseException:
+    except (OSError, pl.exceptions.PolarsError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _reason(exc)
+        raise InputError(
+            f"{tmp}: cannot write the evidence day ({why}); check the space and "
+            f"permissions of {str(final.parent)!r}, then extract again"
+        ) from None
+    return tmp
+
+
+def _swap_in(staged: list[tuple[Path, Path]]) -> None:
+    """Put each staged folder in place of its day, the replaced days kept until all are
+    in: when one cannot be swapped, those already swapped are put back."""
+    swapped: list[tuple[Path, Path, Path | None]] = []
+    try:
+        for tmp, final in staged:
+            old = final.with_name(f".{final.name}.old-{os.getpid()}") if final.exists() else None
+            if old is not None:
+                final.rename(old)
+            try:
+                tmp.rename(final)
+            except OSError:
+                if old is not None:
+                    old.rename(final)
+                raise
+            swapped.append((tmp, final, old))
+    except OSError as exc:
+        for staged_tmp, day, replaced in reversed(swapped):
+            with suppress(OSError):
+                day.rename(staged_tmp)
+                if replaced is not None:
+                    replaced.rename(day)
+        raise InputError(
+            f"{final}: cannot replace the evidence day ({exc.strerror or exc}); check the "
+            "permissions of the store, then extract again"
+        ) from None
+    for _, _, old in swapped:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def evidence_days(store: str | Path) -> list[dt.date]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -111,6 +112,62 @@ def test_extracting_a_day_again_replaces_that_day_only(store, tmp_path):
     assert before == after  # the same day's rows give the same evidence
     assert (store / "day=2026-03-29" / "usage.parquet").stat().st_mtime_ns == stat_other
     assert not [p for p in store.iterdir() if p.name.startswith(".")]
+
+
+def _snapshot(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+
+
+def test_a_failed_extract_leaves_the_store_as_it_was(store, tmp_path, monkeypatch):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    before = _snapshot(copy)
+    args = ["extract", LOGS, "--accounts", ACCOUNTS, "-o", str(copy), "-q"]
+    write_parquet = pl.DataFrame.write_parquet
+    calls = []
+
+    def disk_fills(frame, path, *args, **kwargs):  # on the 14th day's second table
+        calls.append(path)
+        if len(calls) == 41:
+            raise OSError(28, "No space left on device")
+        return write_parquet(frame, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", disk_fills)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == EXIT_INPUT, result.output
+    tmp = copy / f".day=2026-03-14.tmp-{os.getpid()}"
+    assert result.stderr == (
+        f"error: {tmp}: cannot write the evidence day (No space left on device); check the "
+        f"space and permissions of {str(copy)!r}, then extract again\n"
+    )
+    assert _snapshot(copy) == before
+    assert not [p for p in copy.iterdir() if p.name.startswith(".")]
+    # A day that cannot be swapped in: the days swapped before it are put back.
+    rename = Path.rename
+
+    def locked(path, target):
+        if path.name == "day=2026-03-20":
+            raise PermissionError(1, "Operation not permitted")
+        return rename(path, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "rename", locked)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert result.stderr == (
+        f"error: {copy / 'day=2026-03-20'}: cannot replace the evidence day (Operation not "
+        "permitted); check the permissions of the store, then extract again\n"
+    )
+    assert _snapshot(copy) == before
+    assert not [p for p in copy.iterdir() if p.name.startswith(".")]
+    # Nor does a failed run leave a new, empty store behind.
+    fresh = tmp_path / "fresh"
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", disk_fills)
+        calls.clear()
+        result = CliRunner().invoke(main, [*args[:-3], "-o", str(fresh), "-q"])
+    assert result.exit_code == EXIT_INPUT and not fresh.exists()
 
 
 def test_window_without_evidence_is_an_input_error(tmp_path):
