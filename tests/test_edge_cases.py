@@ -129,6 +129,21 @@ def test_empty_log_file_cli_writes_empty_report(tmp_path):
     assert _csv_rows(members.read_text())[0][: len(MEMBERS_HEAD)] == MEMBERS_HEAD
 
 
+def test_a_run_without_rows_to_analyse_says_so(tmp_path):
+    result = _cli("cluster", _empty_logs(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: no rows to analyse (none in the input, or none within --from/--to)" in (
+        result.stderr
+    )
+    nameless = tmp_path / "nameless.parquet"
+    _frame(campaign(3)[0]).with_columns(account_id=pl.lit(None, pl.String)).write_parquet(nameless)
+    result = _cli("cluster", nameless)
+    assert result.exit_code == 0, result.stderr
+    assert "null_account_id 150" in result.stderr
+    assert "warning: none of the 150 rows could be analysed (counted above)" in result.stderr
+    assert "rows to analyse" not in _cli("cluster", _only_required_columns(tmp_path)).stderr
+
+
 def test_only_one_account(tmp_path):
     logs = tmp_path / "one.parquet"
     _frame(campaign(1)[0]).write_parquet(logs)

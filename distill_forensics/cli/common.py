@@ -390,7 +390,12 @@ def warn_counts(status: Status, counts: Mapping[str, int], n_accounts: int | Non
 
 
 def warn_evidence(status: Status, evidence: Evidence) -> None:
-    """Warn of the rows and accounts counted as malformed, and of signals without columns."""
+    """Warn of the rows and accounts counted as malformed, of signals without columns, and
+    of a run that had no row to analyse."""
     warn_counts(status, evidence.malformed, evidence.n_accounts)
+    if not evidence.rows:
+        status.warn("no rows to analyse (none in the input, or none within --from/--to)")
+    elif not evidence.n_accounts:
+        status.warn(f"none of the {evidence.rows:,} rows could be analysed (counted above)")
     if evidence.unused_signals:
         status.warn("signals not used (columns absent): " + ", ".join(evidence.unused_signals))
