@@ -100,6 +100,8 @@ ACCOUNT_PROBLEMS: dict[str, str] = {
     "null_account_rows": "accounts table rows without an account_id; skipped",
     "damaged_account_rows": "accounts table CSV rows with more cells than the header or bytes "
     "that are not UTF-8; kept as for log rows (extra_cells, invalid_utf8)",
+    "unreadable_created_at": "accounts table rows whose created_at is not a recognised "
+    "date/time; kept without it (the signup time signals miss them)",
     "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
 }
 """What is counted about the accounts table (``Source.account_problems``, and the last in
@@ -110,6 +112,9 @@ _CSV_NULLS = ["NULL", "null", "None", "NaN", "nan", r"\N"]
 _MAX_LISTED_COLUMNS = 20
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 _EXTRA = "\x00extra cells"
+_CREATED_GIVEN = "\x00created_at given"
+"""Whether a row's created_at had a value before it was read as a time (see _frame)."""
+_CREATED_UNREADABLE = "\x00created_at unreadable"
 """In a CSV file's frame, a column after the header's last: each row's first cell past it."""
 _FILE_FLAGS = (TOKENS_INVALID, EXTRA_CELLS, UTF8_INVALID)
 """The ``ROW_FLAGS`` columns set file by file (:func:`_frame`); ``ip`` is checked once."""
@@ -937,6 +942,7 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
     hive = {k: pl.lit(v, dtype=pl.String) for k, v in plan.file.hive.items()}
     stages: _Stages = [[]]
     flags: list[pl.Expr] = []
+    created_given = False
     for canonical in present:
         target = SCHEMA[canonical]
         source = plan.sources.get(canonical)
@@ -947,6 +953,14 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
         col = pl.col(source) if source in plan.in_file else hive[source]
         if canonical in TIMESTAMP_COLUMNS:
             column = _timestamp_stages(plan, canonical, col, dtype)
+            if canonical == "created_at":
+                given = col.is_not_null()
+                if _is_text(dtype):
+                    given &= ~col.cast(pl.String).str.contains(r"^\s*$")
+                elif dtype.is_float():
+                    given &= col.is_not_nan()  # (pandas' "missing")
+                stages[0].append(given.fill_null(False).alias(_CREATED_GIVEN))
+                created_given = True
         elif canonical in TOKEN_COLUMNS:
             column = _token_stages(plan, canonical, col, dtype)
             flags.append(pl.col(_token_flag(canonical)).fill_null(False))
@@ -977,11 +991,15 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
     for exprs in stages[1:]:
         frame = frame.with_columns(exprs)
     flag = pl.any_horizontal(flags) if flags else pl.lit(False)
+    unreadable = pl.lit(False)
+    if created_given:
+        unreadable = pl.col(_CREATED_GIVEN) & pl.col("created_at").is_null()
     return frame.select(
         *(pl.col(c).cast(SCHEMA[c]) for c in present),
         flag.alias(TOKENS_INVALID),
         EXTRA_CELLS,
         UTF8_INVALID,
+        unreadable.alias(_CREATED_UNREADABLE),
     )
 
 
@@ -1025,13 +1043,15 @@ def _read_accounts(
         table = frame.collect()
     rows = table.height
     damaged = table.select((pl.col(EXTRA_CELLS) | pl.col(UTF8_INVALID)).sum()).item()
-    table = table.drop(_FILE_FLAGS)
     table = table.filter(pl.col("account_id").is_not_null())
+    unreadable = table.get_column(_CREATED_UNREADABLE).sum()
+    table = table.drop(*_FILE_FLAGS, _CREATED_UNREADABLE)
     ids = table.get_column("account_id")
     problems = {
         "duplicate_account_rows": ids.len() - ids.n_unique(),
         "null_account_rows": rows - ids.len(),
         "damaged_account_rows": damaged,
+        "unreadable_created_at": unreadable,
     }
     if problems["duplicate_account_rows"]:
         table = (

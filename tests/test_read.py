@@ -661,6 +661,24 @@ def test_accounts_join_denormalised_and_duplicates(tmp_path: Path) -> None:
         ("a3", "plain@x.com"),
     ]
     assert source.account_problems == {"damaged_account_rows": 2}
+    # A signup time that cannot be read is counted, not dropped unsaid (blank and NULL
+    # cells are missing values, not unreadable ones).
+    write(
+        path,
+        "account_id,created_at\na1,22/02/2025\na2,2025-02-22\na3,\na4,NULL\n"
+        ",31/12/2024\na5,yesterday\n",
+    )
+    source = read_logs([tmp_path / "logs.csv"], accounts=path)
+    assert source.account_problems == {"unreadable_created_at": 2, "null_account_rows": 1}
+    assert rows(source, "account_id", "created_at")[:2] == [
+        ("a1", None),
+        ("a2", datetime(2025, 2, 22, tzinfo=UTC)),
+    ]
+    pl.DataFrame(
+        {"account_id": ["a1", "a2", "a3"], "created_at": [1.7e9, float("nan"), None]}
+    ).write_parquet(tmp_path / "accounts.parquet")
+    source = read_logs([tmp_path / "logs.csv"], accounts=tmp_path / "accounts.parquet")
+    assert source.account_problems == {}
 
 
 def test_accounts_mapping_and_log_mapping_fallback(tmp_path: Path) -> None:
