@@ -303,3 +303,20 @@ def test_a_forgotten_cluster_id_fails_before_reading():
 def test_untrusted_text_is_one_safe_line():
     assert _clip("a\x1b[31m\nb\u202ec", 80) == "a [31m b c"
     assert _clip("x" * 10, 5) == "xxxx…"
+
+
+def test_ids_and_model_names_from_the_logs_cannot_drive_the_terminal(tmp_path, top):
+    busiest = top.members["account_id"][0]
+    renamed = pl.when(pl.col("account_id") == busiest).then(pl.lit(busiest + "\x1b[2J"))
+    ids = renamed.otherwise(pl.col("account_id")).alias("account_id")
+    logs, accounts = tmp_path / "logs.parquet", tmp_path / "accounts.parquet"
+    bell = "\x1b]0;owned\x07"
+    pl.read_parquet(LOGS).with_columns(ids, pl.col("model") + bell).write_parquet(logs)
+    pl.read_parquet(ACCOUNTS).with_columns(ids).write_parquet(accounts)
+    cluster_id = run_cluster(logs, accounts).clusters["cluster_id"][0]
+    result = CliRunner().invoke(
+        explain_command, [str(logs), "--accounts", str(accounts), cluster_id]
+    )
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;owned\\x07 first appeared" in " ".join(result.stdout.split())

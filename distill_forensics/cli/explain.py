@@ -183,7 +183,7 @@ def _render(console: Console, ex: Explanation, styled: bool) -> None:
 
 def _header(ex: Explanation, styled: bool) -> list[Any]:
     h = ex.header
-    title = Text(f"Cluster {h['cluster_id']}", style="bold" if styled else "")
+    title = Text(f"Cluster {_visible(h['cluster_id'])}", style="bold" if styled else "")
     verdict_style = "bold red" if styled and h["suspected"] else ""
     title.append(f"  rank {h['rank']}  score {h['score']:.1f}  ")
     title.append(h["verdict"], style=verdict_style)
@@ -193,7 +193,11 @@ def _header(ex: Explanation, styled: bool) -> list[Any]:
         Text(
             f"{h['n_accounts']:,} accounts, {h['n_requests']:,} requests, "
             f"{h['n_tokens']:,} tokens, {h['n_links']:,} links between members"
-            + (f"; id derived from member {h['anchor']} (the anchor)" if h["anchor"] else "")
+            + (
+                f"; id derived from member {_visible(h['anchor'])} (the anchor)"
+                if h["anchor"]
+                else ""
+            )
         ),
         Text(
             f"active {_minute(h['first_seen'])} to {_minute(h['last_seen'])} UTC "
@@ -220,11 +224,11 @@ def _members(ex: Explanation, styled: bool) -> list[Any]:
     table.add_column("strongest links: member weight kinds")
     for r in shown.iter_rows(named=True):
         links = "\n".join(
-            f"{link['account_id']} {link['weight']:.2f} {_kinds(link['kinds'])}"
+            f"{_visible(link['account_id'])} {link['weight']:.2f} {_kinds(link['kinds'])}"
             for link in r["top_links"]
         )
         table.add_row(
-            Text(r["account_id"]),
+            Text(_visible(r["account_id"])),
             Text(r["role"], style="bold" if styled and r["role"] == "anchor" else ""),
             f"{r['n_requests']:,}",
             "-" if r["age_days"] is None else f"{r['age_days']:.1f}",
@@ -399,7 +403,7 @@ def _models(ex: Explanation, styled: bool) -> list[Any]:
         table = _table(styled)
         table.add_column("day", no_wrap=True)
         for name in order:
-            table.add_column(Text(name), justify="right")
+            table.add_column(Text(_visible(name)), justify="right")
         table.add_column("total", justify="right", no_wrap=True)
         for r in wide.iter_rows(named=True):
             counts = [r.get(name) or 0 for name in order]
@@ -414,7 +418,7 @@ def _models(ex: Explanation, styled: bool) -> list[Any]:
     for r in ex.new_models.iter_rows(named=True):
         out.append(
             Text(
-                f"{r['model']} first appeared in the data {_minute(r['released'])} UTC; "
+                f"{_visible(r['model'])} first appeared in the data {_minute(r['released'])} UTC; "
                 + (
                     "a member of this cluster was its first user; "
                     if r["cluster_first_use"] == r["released"]
@@ -445,6 +449,12 @@ def _clip(text: str, limit: int) -> str:
     """One display line of untrusted text: unsafe characters as spaces, cut with an ellipsis."""
     line = " ".join(_UNSAFE.sub(" ", text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _visible(text: str) -> str:
+    """Untrusted text whole (an id, a model name), its unsafe characters written as
+    escapes (``\\x1b``, ``\\u202e``) so that ids that differ by one still show apart."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _minute(value: datetime | None) -> str:
