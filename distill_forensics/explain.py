@@ -81,7 +81,8 @@ def explain(
     if row.height == 0:
         raise InputError(
             f"no cluster {cluster_id!r} in these logs ({result.clusters.height:,} clusters); "
-            "run `distill-forensics cluster` with the same inputs to list the cluster ids"
+            "run `distill-forensics cluster` with the same inputs (and --previous) to list "
+            "the cluster ids"
         )
     cluster = row.row(0, named=True)
     ids = result.members.filter(pl.col("cluster_id") == cluster_id).select("account_id")

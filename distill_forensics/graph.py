@@ -68,7 +68,8 @@ def _included_members(result: ClusterResult, cluster_id: str | None) -> pl.DataF
     if not known.is_in([cluster_id]).any():
         raise InputError(
             f"--cluster {cluster_id}: no such cluster in this run; "
-            "list the cluster ids with `distill-forensics cluster` on the same input"
+            "list the cluster ids with `distill-forensics cluster` on the same input (and "
+            "--previous)"
         )
     return members.filter(pl.col("cluster_id") == cluster_id)
 

@@ -578,3 +578,39 @@ def test_the_report_may_not_replace_the_previous_members_table(tmp_path):
     assert replaced.exit_code == 0, replaced.output
     tonight = pl.read_csv(previous)
     assert tonight.height > 100 and "acct_1" not in tonight.get_column("account_id").to_list()
+
+
+def test_ids_carried_over_are_known_to_the_investigation_commands(tmp_path):
+    members = tmp_path / "members.parquet"
+    assert (
+        _run("cluster", LOGS, "--accounts", ACCOUNTS, "--members", str(members), "-q").exit_code
+        == 0
+    )
+    last_night = pl.read_parquet(members)
+    top = last_night.get_column("cluster_id")[0]
+    previous = tmp_path / "previous.parquet"
+    last_night.with_columns(
+        cluster_id=pl.when(pl.col("cluster_id") == top)
+        .then(pl.lit("C-1111111111"))
+        .otherwise("cluster_id")
+    ).write_parquet(previous)
+    inputs = [LOGS, "--accounts", ACCOUNTS, "--previous", str(previous)]
+    report = tmp_path / "report.csv"
+    assert _run("cluster", *inputs, "-o", str(report), "-q").exit_code == 0
+    assert pl.read_csv(report).get_column("cluster_id")[0] == "C-1111111111"
+    explained = CliRunner().invoke(
+        main, ["explain", *inputs, "C-1111111111", "--format", "json", "-q"]
+    )
+    assert explained.exit_code == 0, explained.output
+    assert json.loads(explained.stdout)["cluster"]["cluster_id"] == "C-1111111111"
+    out = tmp_path / "c.graphml"
+    args = ["graph", *inputs, "--cluster", "C-1111111111", "-o", str(out), "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert "C-1111111111" in out.read_text()
+    iocs = tmp_path / "iocs.csv"
+    args = ["indicators", *inputs, "--hash-key", "k" * 16, "-o", str(iocs), "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert "C-1111111111" in pl.read_csv(iocs).get_column("cluster_id").to_list()
+    # Without it, explain says where the id may come from.
+    plain = CliRunner().invoke(main, ["explain", LOGS, "--accounts", ACCOUNTS, "C-1111111111"])
+    assert plain.exit_code == EXIT_INPUT and "(and --previous)" in plain.stderr

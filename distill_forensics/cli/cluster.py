@@ -18,6 +18,7 @@ from distill_forensics.cli.common import (
     check_outputs,
     handle_errors,
     input_options_or_evidence,
+    previous_option,
     print_frame,
     quiet_option,
     resolve_inputs,
@@ -41,11 +42,7 @@ FORMATS = ("table", "csv", "json")
     type=click.Path(file_okay=False),
     help="Cluster an evidence store written by `extract` instead of raw LOGS.",
 )
-@click.option(
-    "--previous",
-    type=click.Path(dir_okay=False, exists=False),
-    help="Last night's --members file: clusters with mostly the same accounts keep their ids.",
-)
+@previous_option
 @click.option(
     "--window",
     metavar="DAYS",

@@ -174,6 +174,14 @@ quiet_option = click.option(
 )
 """``-q/--quiet``, the same on every command."""
 
+previous_option = click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, exists=False),
+    help="Last night's --members file: clusters with mostly the same accounts keep their ids "
+    "(give the one `cluster` was given, so that its ids are found).",
+)
+"""``--previous``, the same on every command that names clusters."""
+
 threshold_option = click.option(
     "--threshold",
     type=click.FloatRange(0, 100),

@@ -18,10 +18,12 @@ from distill_forensics.cli.common import (
     Status,
     handle_errors,
     input_options,
+    previous_option,
     quiet_option,
     resolve_inputs,
     warn_evidence,
 )
+from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.explain import Explanation, to_json
 from distill_forensics.explain import explain as explain_cluster
@@ -32,8 +34,9 @@ from distill_forensics.score import LINK_KIND_LABELS
 
 FORMATS = ("text", "json")
 
-CLUSTER_ID = re.compile(r"C-[0-9a-f]{10}")
-"""What ``cluster_id_for`` produces: checked before the (slow) run to catch a forgotten id."""
+CLUSTER_ID = re.compile(r"C-[0-9a-f]{10}(?:-2)?")
+"""What ``cluster_id_for`` produces (with ``-2`` when ``--previous`` gave that id to
+another cluster): checked before the (slow) run to catch a forgotten id."""
 
 TOP_MEMBERS = 25
 TOP_VALUES_PER_KIND = 5
@@ -85,6 +88,7 @@ def _input_options() -> list[click.Parameter]:
     show_default=True,
     help="Example prompts shown per repeated template.",
 )
+@previous_option
 @quiet_option
 @handle_errors
 def explain(
@@ -97,6 +101,7 @@ def explain(
     cluster_id: str | None,
     fmt: str,
     examples: int,
+    previous: str | None,
     quiet: bool,
 ) -> None:
     """Show why a cluster was formed and why it scores high, section by section.
@@ -116,12 +121,13 @@ def explain(
     """
     logs, wanted = _split_paths(paths, cluster_id)
     kwargs = resolve_inputs(column, config, time_from, time_to)
+    prior = read_members(previous) if previous else None
     status = Status(quiet)
     with status.running("reading logs…"):
         source = read_logs(logs, accounts=accounts, **kwargs)
         status.stage("read")
         evidence = extract(source, on_rows=lambda rows: status.stage("read", rows))
-        result = analyze(evidence, progress=status.stage)
+        result = analyze(evidence, progress=status.stage, previous=prior)
         status.stage("explain")
         explanation = explain_cluster(result, wanted, source.frame, examples=examples)
     if fmt == "json":

@@ -9,10 +9,12 @@ from distill_forensics.cli.common import (
     check_outputs,
     handle_errors,
     input_options,
+    previous_option,
     quiet_option,
     resolve_inputs,
     warn_evidence,
 )
+from distill_forensics.diff import read_members
 from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
 from distill_forensics.pipeline import run_cluster
 
@@ -44,6 +46,7 @@ from distill_forensics.pipeline import run_cluster
     show_default=True,
     help="Refuse a larger graph (about 2 GB of memory per million edges) instead of building it.",
 )
+@previous_option
 @quiet_option
 @handle_errors
 def graph(
@@ -57,6 +60,7 @@ def graph(
     cluster_id: str | None,
     bipartite: bool,
     max_edges: int,
+    previous: str | None,
     quiet: bool,
 ) -> None:
     """Write the linked accounts as a graph file for Gephi, Cytoscape or networkx.
@@ -74,9 +78,10 @@ def graph(
     graph_format(output)  # a wrong file name fails before the run, not after it
     check_outputs({"-o": output}, logs, accounts, tables=False)
     kwargs = resolve_inputs(column, config, time_from, time_to)
+    prior = read_members(previous) if previous else None
     status = Status(quiet)
     with status.running("reading logs…"):
-        result = run_cluster(list(logs), accounts, progress=status.stage, **kwargs)
+        result = run_cluster(list(logs), accounts, progress=status.stage, previous=prior, **kwargs)
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")

@@ -13,11 +13,13 @@ from distill_forensics.cli.common import (
     check_outputs,
     handle_errors,
     input_options,
+    previous_option,
     quiet_option,
     resolve_inputs,
     threshold_option,
     warn_evidence,
 )
+from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
@@ -72,6 +74,7 @@ def _check_stix_name(path: str) -> None:
     "value two members used).",
 )
 @threshold_option
+@previous_option
 @quiet_option
 @handle_errors
 def indicators(
@@ -86,6 +89,7 @@ def indicators(
     hash_key: str | None,
     min_share: float,
     threshold: float,
+    previous: str | None,
     quiet: bool,
 ) -> None:
     """Export the indicators behind suspected clusters for sharing with partners.
@@ -120,8 +124,11 @@ def indicators(
             "emails and account ids against the hashes"
         )
     options = Options(score=ScoreOptions(threshold=threshold))
+    prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = run_cluster(list(logs), accounts, options=options, progress=status.stage, **kwargs)
+        result = run_cluster(
+            list(logs), accounts, options=options, progress=status.stage, previous=prior, **kwargs
+        )
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
     files = [table_file(table, output)] if output else []
     if stix_output:
