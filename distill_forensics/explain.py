@@ -217,7 +217,8 @@ def _members(
     # Core members hold the cluster together: link weight at least half the
     # median member's; peripheral ones hang on by fewer, weaker links.
     out = out.with_columns(
-        role=pl.when(pl.col("account_id") == anchor)
+        # (An id carried over from last night is derived from no member: no anchor.)
+        role=pl.when(pl.col("account_id") == anchor if anchor is not None else pl.lit(False))
         .then(pl.lit("anchor"))
         .when(pl.col("link_weight") >= 0.5 * pl.col("link_weight").median())
         .then(pl.lit("core"))

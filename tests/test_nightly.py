@@ -580,6 +580,7 @@ def test_the_report_may_not_replace_the_previous_members_table(tmp_path):
     assert tonight.height > 100 and "acct_1" not in tonight.get_column("account_id").to_list()
 
 
+@pytest.mark.filterwarnings("error")  # (a polars warning would reach the user's terminal)
 def test_ids_carried_over_are_known_to_the_investigation_commands(tmp_path):
     members = tmp_path / "members.parquet"
     assert (
