@@ -722,9 +722,16 @@ def _plan(
 
     for canonical in required:
         if canonical not in sources:
+            fix = f"map it with {how_to_map.format(c=canonical)}"
+            other = [c for c in ";|" if len(names) == 1 and c in names[0]]
+            if f.fmt != "parquet" and other:
+                # One column whose name holds another separator: the file is not split
+                # the way its name says.
+                sep = "a tab (.tsv)" if f.fmt == "tsv" else "commas"
+                fix = f"the header seems separated by {other[0]!r}; write the file with {sep}"
             raise InputError(
                 f"{f.path}: required column {canonical!r} not found "
-                f"(columns: {_listing(names)}); map it with {how_to_map.format(c=canonical)}"
+                f"(columns: {_listing(names)}); {fix}"
             )
     if f.fmt != "parquet":
         # A CSV header may repeat a name: polars renames the repeats (name_duplicated_0),

@@ -59,6 +59,16 @@ def test_missing_required_column(in_tmp: Path) -> None:
     )
 
 
+def test_a_csv_split_by_another_separator_is_named(in_tmp: Path) -> None:
+    write(in_tmp / "logs.csv", "timestamp;account_id\n2026-03-01;u1\n")
+    with pytest.raises(InputError) as err:
+        read_logs(["logs.csv"])
+    assert str(err.value) == (
+        "logs.csv: required column 'timestamp' not found (columns: timestamp;account_id); "
+        "the header seems separated by ';'; write the file with commas"
+    )
+
+
 def test_missing_file(in_tmp: Path) -> None:
     with pytest.raises(InputError) as err:
         read_logs(["nope.parquet"])
