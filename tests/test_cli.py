@@ -201,6 +201,12 @@ def test_column_mapping_and_config(runner, tmp_path):
         (["--from", "yesterday-ish"], "yesterday-ish"),
         (["--format", "xml"], "xml"),
         (["-o", "report.xlsx"], ".xlsx"),
+        # An empty value (an unset variable in a nightly script) is not a missing option.
+        (["-o", ""], "--output: empty value; give one, or leave --output out"),
+        (["--members", " "], "--members: empty value"),
+        (["--from", ""], "--from: empty value"),
+        ([""], "LOGS: an empty path; name the file (an unset variable?)"),
+        (["--column", "ip=a", "--column", "ip=b"], "--column ip= given twice ('a' and 'b')"),
     ],
 )
 def test_bad_options_are_one_line_exit_2(runner, tmp_path, args, needle):

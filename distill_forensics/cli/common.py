@@ -43,6 +43,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _refuse_empty(kwargs)
             return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
@@ -67,6 +68,23 @@ def handle_errors(func: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refuse_empty(values: Mapping[str, Any]) -> None:
+    """An option or argument given as empty text (``-o ''``, ``--from "$UNSET"``) would
+    read as not given at all: refused, naming it."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    for param in ctx.command.params:
+        value = values.get(param.name or "")
+        given = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, str) and not v.strip() for v in given):
+            if isinstance(param, click.Option):
+                name = max(param.opts, key=len)
+                raise InputError(f"{name}: empty value; give one, or leave {name} out")
+            name = param.human_readable_name
+            raise InputError(f"{name}: an empty path; name the file (an unset variable?)")
 
 
 STAGE_UNITS: dict[str, str] = {
@@ -164,6 +182,10 @@ def parse_column_mapping(values: tuple[str, ...]) -> dict[str, str]:
         if not key or not src:
             raise InputError(
                 f"--column {v!r}: expected canonical=source, e.g. --column account_id=user_id"
+            )
+        if key in out and out[key] != src:
+            raise InputError(
+                f"--column {key}= given twice ({out[key]!r} and {src!r}); give it once"
             )
         out[key] = src
     return out
