@@ -8,7 +8,8 @@ CSV cells are made safe to open in a spreadsheet: text starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so it is
 not run as a formula (OWASP "CSV Injection"). Log fields such as prompts and
 user agents are attacker-controlled, so this matters for a forensic report.
-JSON and Parquet keep values exactly as they are.
+Text starting with ``'`` gets one more, so that :func:`read_table` gives back
+the values as they were. JSON and Parquet keep values exactly as they are.
 """
 
 from __future__ import annotations
@@ -51,8 +52,19 @@ _FORMULA_START = r"^[=+\-@\t\r]"
 LIST_SEPARATOR = "; "
 
 
+_QUOTE_START = r"^['=+\-@\t\r]"
+"""Text written with a leading ``'``: a formula's start, or a ``'`` of its own (so that
+:func:`read_table` can take exactly one off again)."""
+
+
 def _neutralised(text: pl.Expr) -> pl.Expr:
-    return pl.when(text.str.contains(_FORMULA_START)).then(pl.lit("'") + text).otherwise(text)
+    return pl.when(text.str.contains(_QUOTE_START)).then(pl.lit("'") + text).otherwise(text)
+
+
+def _restored(text: pl.Expr) -> pl.Expr:
+    """The text of a CSV cell :func:`_neutralised` wrote, as it was."""
+    quoted = text.str.starts_with("'") & text.str.slice(1).str.contains(_QUOTE_START)
+    return pl.when(quoted).then(text.str.slice(1)).otherwise(text)
 
 
 def _iso_utc(col: pl.Expr) -> pl.Expr:
@@ -331,7 +343,8 @@ def read_table(path: str | Path) -> pl.DataFrame:
         if kind == "parquet":
             return pl.read_parquet(path)
         if kind in ("csv", "csv.gz"):
-            return pl.read_csv(path, infer_schema_length=10_000)
+            table = pl.read_csv(path, infer_schema_length=10_000)
+            return table.with_columns(_restored(pl.col(pl.String)))
         if kind == "jsonl":
             return pl.read_ndjson(path)
         return pl.read_json(path)

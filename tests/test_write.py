@@ -20,6 +20,7 @@ from distill_forensics import write as write_module
 from distill_forensics.errors import EXIT_INPUT, InputError
 from distill_forensics.write import (
     FORMULA_PREFIXES,
+    read_table,
     table_file,
     to_csv_text,
     to_json_text,
@@ -258,8 +259,20 @@ def test_csv_round_trip(tmp_path_factory: pytest.TempPathFactory, values: list[s
     path = tmp_path_factory.mktemp("rt") / "out.csv"
     write_table(pl.DataFrame({"v": values}, schema={"v": pl.String}), path)
     back = pl.read_csv(path, infer_schema=False)["v"].to_list()
-    expected = ["'" + v if v is not None and v.startswith(FORMULA_PREFIXES) else v for v in values]
+    quoted = (*FORMULA_PREFIXES, "'")
+    expected = ["'" + v if v is not None and v.startswith(quoted) else v for v in values]
     assert back == expected
+    # Taken off again, the values are as they were.
+    restored = pl.read_csv(path, infer_schema=False).select(write_module._restored(pl.col("v")))
+    assert restored.to_series().to_list() == values
+
+
+def test_read_table_gives_back_the_text_written_to_csv(tmp_path: Path) -> None:
+    ids = ["-abc", "=1+1", "'quoted", "''twice", "+x", "@y", "plain", "it's"]
+    frame = pl.DataFrame({"account_id": ids, "n": range(len(ids))})
+    for name in ("m.csv", "m.csv.gz"):
+        write_table(frame, tmp_path / name)
+        assert read_table(tmp_path / name).equals(frame)
 
 
 @given(st.sampled_from(FORMULA_PREFIXES), cells)
