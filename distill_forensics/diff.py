@@ -53,7 +53,8 @@ def read_members(path: str | Path, columns: Sequence[str] = MEMBER_COLUMNS) -> p
     Refuses, naming the file and the column, a table without one of ``columns``, a
     row without its account or cluster id, and a value of another type.
     """
-    table = read_table(path)
+    # (CSV text as written: an id that looks like a number must not become one)
+    table = read_table(path, infer_types=False)
     fix = "give a file written by `distill-forensics cluster --members`"
     missing = [c for c in columns if c not in table.columns]
     if missing:

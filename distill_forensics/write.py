@@ -333,8 +333,12 @@ def table_file(
     return path, lambda fh: _write(df, kind, fh)
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read back a report this tool wrote (.csv, .csv.gz, .json, .jsonl, .parquet)."""
+def read_table(path: str | Path, *, infer_types: bool = True) -> pl.DataFrame:
+    """Read back a report this tool wrote (.csv, .csv.gz, .json, .jsonl, .parquet).
+
+    A CSV's column types are guessed from its text, unless ``infer_types`` is False:
+    then every column is text as written (ids such as ``007`` stay ids).
+    """
     path = Path(path)
     kind = _format_for(path, None)
     if not path.is_file():
@@ -343,7 +347,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
         if kind == "parquet":
             return pl.read_parquet(path)
         if kind in ("csv", "csv.gz"):
-            table = pl.read_csv(path, infer_schema_length=10_000)
+            table = pl.read_csv(path, infer_schema=infer_types, infer_schema_length=10_000)
             return table.with_columns(_restored(pl.col(pl.String)))
         if kind == "jsonl":
             return pl.read_ndjson(path)

@@ -464,7 +464,8 @@ def test_diff_rejects_files_that_are_not_member_reports(tmp_path):
 
 
 def test_members_tables_are_read_back_typed_from_any_format(tmp_path):
-    members = _members({"C-a": ["a1", "a2"], "C-b": ["b1", "b2"]}, {"C-a": 80.0, "C-b": 20.0})
+    # Ids that look like numbers stay the ids they are.
+    members = _members({"C-a": ["007", "0012"], "C-b": ["1e3", "5"]}, {"C-a": 80.0, "C-b": 20.0})
     text = tmp_path / "text.csv"
     members.with_columns(pl.col("suspected").cast(pl.String)).write_csv(text)
     categories = tmp_path / "categories.parquet"
