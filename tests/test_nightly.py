@@ -570,9 +570,15 @@ def test_the_report_may_not_replace_the_previous_members_table(tmp_path):
     refused = CliRunner().invoke(main, [*args, "-o", str(previous)])
     assert refused.exit_code == EXIT_INPUT
     assert refused.stderr == (
-        f"error: {previous}: is the --previous members table, which the cluster report "
-        "would replace; write -o elsewhere\n"
+        f"error: {previous}: is the --previous members table, which -o would replace; "
+        "write -o elsewhere\n"
     )
+    # Nor may indicators (graph files cannot be members tables).
+    indicators = ["indicators", *args[1:], "--hash-key", "k" * 16]
+    refused = CliRunner().invoke(main, [*indicators, "-o", str(previous)])
+    assert refused.exit_code == EXIT_INPUT, refused.output
+    assert "is the --previous members table, which -o would replace" in refused.stderr
+    assert previous.read_bytes() == before
     assert previous.read_bytes() == before
     # Tonight's members may replace last night's: the table is read before the run.
     replaced = CliRunner().invoke(main, [*args, "--members", str(previous)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
-from pathlib import Path
 
 import click
 import polars as pl
@@ -143,13 +142,14 @@ def cluster(
                 )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
-    check_outputs({"-o": output, "--members": members}, logs, accounts, store=evidence)
-    # (--members may replace the --previous table: it is read before anything is written.)
-    if previous and output and Path(output).resolve() == Path(previous).resolve():
-        raise InputError(
-            f"{output}: is the --previous members table, which the cluster report would "
-            "replace; write -o elsewhere"
-        )
+    check_outputs(
+        {"-o": output, "--members": members},
+        logs,
+        accounts,
+        store=evidence,
+        previous=previous,
+        may_replace_previous=("--members",),
+    )
     status = Status(quiet)
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None

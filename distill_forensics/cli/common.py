@@ -336,8 +336,14 @@ def check_outputs(
     *,
     tables: bool = True,
     store: str | None = None,
+    previous: str | None = None,
+    may_replace_previous: Sequence[str] = (),
 ) -> None:
     """Refuse unusable output paths (option name -> path) before any work is done.
+
+    An output may name the ``previous`` members table only if its option is one of
+    ``may_replace_previous`` (read before anything is written, it may be replaced by
+    tonight's members).
 
     Each path as :func:`~distill_forensics.write.check_output` has it (with
     ``tables``, a known table type; an existing directory); two options may
@@ -375,6 +381,11 @@ def check_outputs(
             )
         if target in seen:
             raise InputError(f"{path}: given to both {seen[target]} and {option}; name two files")
+        if previous and option not in may_replace_previous and target == Path(previous).resolve():
+            raise InputError(
+                f"{path}: is the --previous members table, which {option} would replace; "
+                f"write {option} elsewhere"
+            )
         seen[target] = option
 
 

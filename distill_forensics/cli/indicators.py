@@ -115,7 +115,13 @@ def indicators(
     if stix_output:
         _check_stix_name(stix_output)
     # Both outputs are checked before the run: a failure leaves neither written.
-    check_outputs({"-o": output, "--stix-output": stix_output}, logs, accounts, tables=False)
+    check_outputs(
+        {"-o": output, "--stix-output": stix_output},
+        logs,
+        accounts,
+        tables=False,
+        previous=previous,
+    )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     if len(hash_key.encode("utf-8")) < SHORT_KEY:
