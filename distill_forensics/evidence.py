@@ -167,26 +167,32 @@ def _staged_day(final: Path, tables: dict[str, pl.DataFrame], meta: dict) -> Pat
 
 def _swap_in(staged: list[tuple[Path, Path]]) -> None:
     """Put each staged folder in place of its day, the replaced days kept until all are
-    in: when one cannot be swapped, those already swapped are put back."""
+    in: when one cannot be swapped (or the run is interrupted), those already swapped
+    are put back."""
     swapped: list[tuple[Path, Path, Path | None]] = []
+    final = staged[0][1] if staged else Path()
     try:
         for tmp, final in staged:
-            old = final.with_name(f".{final.name}.old-{os.getpid()}") if final.exists() else None
-            if old is not None:
+            old = None
+            if final.exists():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                shutil.rmtree(old, ignore_errors=True)  # (left by a killed run of this pid)
                 final.rename(old)
             try:
                 tmp.rename(final)
-            except OSError:
+            except BaseException:
                 if old is not None:
                     old.rename(final)
                 raise
             swapped.append((tmp, final, old))
-    except OSError as exc:
+    except BaseException as exc:
         for staged_tmp, day, replaced in reversed(swapped):
             with suppress(OSError):
                 day.rename(staged_tmp)
                 if replaced is not None:
                     replaced.rename(day)
+        if not isinstance(exc, OSError):
+            raise
         raise InputError(
             f"{final}: cannot replace the evidence day ({exc.strerror or exc}); check the "
             "permissions of the store, then extract again"

@@ -161,6 +161,21 @@ def test_a_failed_extract_leaves_the_store_as_it_was(store, tmp_path, monkeypatc
     )
     assert _snapshot(copy) == before
     assert not [p for p in copy.iterdir() if p.name.startswith(".")]
+    # The same when the new folder cannot take the day's place, or the run is stopped
+    # there (Ctrl-C): the days swapped before are put back.
+    for stop in (PermissionError(1, "Operation not permitted"), KeyboardInterrupt()):
+
+        def stopped(path, target, stop=stop):
+            if path.name.startswith(".day=2026-03-20.tmp"):
+                raise stop
+            return rename(path, target)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Path, "rename", stopped)
+            result = CliRunner().invoke(main, args)
+        assert result.exit_code == (EXIT_INPUT if isinstance(stop, OSError) else 130)
+        assert _snapshot(copy) == before
+        assert not [p for p in copy.iterdir() if p.name.startswith(".")]
     # Nor does a failed run leave a new, empty store behind.
     fresh = tmp_path / "fresh"
     with monkeypatch.context() as patch:
