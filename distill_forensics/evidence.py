@@ -221,6 +221,26 @@ def evidence_days(store: str | Path) -> list[dt.date]:
     return sorted(days)
 
 
+def _window_bounds(
+    present: list[dt.date],
+    window_days: int | None,
+    until: dt.date | None,
+    since: dt.date | None,
+) -> tuple[dt.date, dt.date] | None:
+    """The first and last day of a window over the days ``present`` (ascending), None when
+    it holds none of them: up to ``until`` (the newest present day without it), the last
+    ``window_days`` calendar days, none before ``since``."""
+    last = until if until is not None else (present[-1] if present else None)
+    if last is None or not present or present[0] > last:
+        return None
+    first = present[0]
+    if window_days is not None and window_days <= (last - first).days:
+        first = last - dt.timedelta(days=window_days - 1)
+    if since is not None:
+        first = max(first, since)
+    return (first, last) if first <= last else None
+
+
 def days_in_window(
     store: str | Path,
     *,
@@ -231,25 +251,31 @@ def days_in_window(
     """The days of the store in a window, oldest first: the last ``window_days`` days up
     to ``until`` (the newest day in the store without it), none before ``since``."""
     root = Path(store)
-    days = evidence_days(root)
-    if until is not None:
-        days = [d for d in days if d <= until]
-    if window_days is not None and days and window_days <= (days[-1] - days[0]).days:
-        first = days[-1] - dt.timedelta(days=window_days - 1)
-        days = [d for d in days if d >= first]
-    if since is not None:
-        days = [d for d in days if d >= since]
+    present = evidence_days(root)
+    bounds = _window_bounds(present, window_days, until, since)
+    days = [d for d in present if bounds and bounds[0] <= d <= bounds[1]]
     if not days:
         raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
     return days
 
 
-def missing_days(days: list[dt.date]) -> list[dt.date]:
-    """The days between the first and the last of ``days`` (ascending) that are not in it."""
-    present = set(days)
-    span = (days[-1] - days[0]).days if days else 0
-    every = (days[0] + dt.timedelta(days=k) for k in range(span + 1))
-    return [d for d in every if d not in present]
+def missing_days(
+    store: str | Path,
+    *,
+    window_days: int | None = None,
+    until: dt.date | None = None,
+    since: dt.date | None = None,
+) -> list[dt.date]:
+    """The days of a window (see :func:`days_in_window`) the store lacks, from its oldest
+    day on (a store begun later than the window lacks nothing before it)."""
+    present = evidence_days(store)
+    bounds = _window_bounds(present, window_days, until, since)
+    if bounds is None:
+        return []
+    first, last = max(bounds[0], present[0]), bounds[1]
+    have = set(present)
+    every = (first + dt.timedelta(days=k) for k in range((last - first).days + 1))
+    return [d for d in every if d not in have]
 
 
 def read_evidence(

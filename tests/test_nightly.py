@@ -247,6 +247,19 @@ def test_days_missing_from_the_window_are_named(store, tmp_path):
         "warning: 2 day(s) of the window have no evidence (2026-03-20, 2026-03-22); "
         "extract them to include them"
     ) in result.stderr
+    # Last night's day missing: the window still ends where --to says, and says so.
+    shutil.rmtree(copy / "day=2026-03-30")
+    a, b = tmp_path / "evidence.parquet", tmp_path / "raw.parquet"
+    args = ["cluster", "--evidence", str(copy), "--window", "7d", "--to", "2026-03-31"]
+    result = CliRunner().invoke(main, [*args, "-o", str(a)])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 day(s) of the window have no evidence (2026-03-30)" in result.stderr
+    raw = ["cluster", LOGS, "--accounts", ACCOUNTS, "--from", "2026-03-24", "--to", "2026-03-30"]
+    assert CliRunner().invoke(main, [*raw, "-o", str(b), "-q"]).exit_code == 0
+    assert_frame_equal(pl.read_parquet(a), pl.read_parquet(b))
+    # A store begun after the window's first day lacks nothing before it.
+    result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), "--window", "60d"])
+    assert result.exit_code == 0 and "no evidence" not in result.stderr
 
 
 def test_reports_are_not_written_into_the_evidence_store(store):

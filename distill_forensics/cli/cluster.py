@@ -159,14 +159,11 @@ def cluster(
                 _whole_day(kwargs[key], option)
                 for key, option in (("time_from", "--from"), ("time_to", "--to"))
             )
-            days = days_in_window(
-                evidence,
-                window_days=parse_window(window) if window else None,
-                # (--to is the first moment left out: its day is not in the window)
-                until=end - dt.timedelta(days=1) if end and end > dt.date.min else end,
-                since=since,
-            )
-            gaps = missing_days(days)
+            window_days = parse_window(window) if window else None
+            # (--to is the first moment left out: its day is not in the window)
+            until = end - dt.timedelta(days=1) if end and end > dt.date.min else end
+            days = days_in_window(evidence, window_days=window_days, until=until, since=since)
+            gaps = missing_days(evidence, window_days=window_days, until=until, since=since)
             if gaps:
                 listed = ", ".join(d.isoformat() for d in gaps[:5]) + (", …" if gaps[5:] else "")
                 status.warn(
