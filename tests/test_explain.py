@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill_forensics import read_logs, run_cluster
-from distill_forensics.cli.explain import _clip
+from distill_forensics.cli.explain import _clip, _visible
 from distill_forensics.cli.explain import explain as explain_command
 from distill_forensics.cluster import cluster_id_for
 from distill_forensics.errors import EXIT_INPUT, InputError
@@ -302,6 +302,9 @@ def test_a_forgotten_cluster_id_fails_before_reading():
 
 def test_untrusted_text_is_one_safe_line():
     assert _clip("a\x1b[31m\nb\u202ec", 80) == "a [31m b c"
+    assert _clip("a\u2028b\ufeffc\u061cd", 80) == "a b c d"
+    # Ids are shown whole: an escape written in the id shows apart from a real one.
+    assert _visible("a\x1b") == "a\\x1b" and _visible("a\\x1b") == "a\\\\x1b"
     assert _clip("x" * 10, 5) == "xxxx…"
 
 

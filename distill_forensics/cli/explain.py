@@ -448,7 +448,7 @@ def _table(styled: bool) -> Table:
 
 # Control characters, bidi overrides and zero-width marks: log text is
 # attacker-controlled and must not move the cursor or reorder what is shown.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
 
 
 def _clip(text: str, limit: int) -> str:
@@ -460,7 +460,8 @@ def _clip(text: str, limit: int) -> str:
 def _visible(text: str) -> str:
     """Untrusted text whole (an id, a model name), its unsafe characters written as
     escapes (``\\x1b``, ``\\u202e``) so that ids that differ by one still show apart."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    escaped = text.replace("\\", "\\\\")  # (so that a written escape shows apart)
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), escaped)
 
 
 def _minute(value: datetime | None) -> str:
