@@ -236,7 +236,8 @@ def write_files(files: Sequence[tuple[str | Path, Writer]]) -> None:
 
     Readers see the old files or the whole new ones. When any cannot be written,
     none is replaced: a nightly job never finds tonight's report beside last
-    night's members.
+    night's members. (The renames come last; one failing after another succeeded,
+    on a directory whose permissions change under the run, is not undone.)
     """
     done: list[tuple[Path, Path]] = []
     try:

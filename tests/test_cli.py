@@ -217,6 +217,13 @@ def test_bad_options_are_one_line_exit_2(runner, tmp_path, args, needle):
     assert "Traceback" not in err
 
 
+def test_a_blank_variable_is_named(runner, monkeypatch):
+    monkeypatch.setenv("DISTILL_FORENSICS_HASH_KEY", "  ")
+    code, err = _error(runner, ["indicators", LOGS])
+    assert code == EXIT_INPUT
+    assert err == "error: DISTILL_FORENSICS_HASH_KEY is blank; set it to the value for --hash-key\n"
+
+
 def test_time_window_filters_rows(runner, tmp_path):
     out = tmp_path / "r.csv"
     result = _run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import resource
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -195,6 +194,8 @@ def test_the_cluster_report_is_not_replaced_when_the_members_cannot_be_written(
     args = ["cluster", str(logs), "--accounts", str(accounts), "-q", "-o", str(report)]
 
     def small_files() -> None:  # the report (40 kB) fits, the members table (150 kB) does not
+        import resource  # (POSIX only)
+
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
     run = subprocess.run(

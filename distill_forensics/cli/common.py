@@ -82,6 +82,10 @@ def _refuse_empty(values: Mapping[str, Any]) -> None:
         if any(isinstance(v, str) and not v.strip() for v in given):
             if isinstance(param, click.Option):
                 name = max(param.opts, key=len)
+                source = ctx.get_parameter_source(param.name or "")
+                if source == click.core.ParameterSource.ENVIRONMENT and param.envvar:
+                    variable = param.envvar if isinstance(param.envvar, str) else param.envvar[0]
+                    raise InputError(f"{variable} is blank; set it to the value for {name}")
                 raise InputError(f"{name}: empty value; give one, or leave {name} out")
             name = param.human_readable_name
             raise InputError(f"{name}: an empty path; name the file (an unset variable?)")
