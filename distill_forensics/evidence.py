@@ -247,35 +247,21 @@ def days_in_window(
     window_days: int | None = None,
     until: dt.date | None = None,
     since: dt.date | None = None,
-) -> list[dt.date]:
+) -> tuple[list[dt.date], list[dt.date]]:
     """The days of the store in a window, oldest first: the last ``window_days`` days up
-    to ``until`` (the newest day in the store without it), none before ``since``."""
+    to ``until`` (the newest day in the store without it), none before ``since``; and the
+    days of that window the store lacks, from its oldest day on (a store begun later than
+    the window lacks nothing before it)."""
     root = Path(store)
     present = evidence_days(root)
     bounds = _window_bounds(present, window_days, until, since)
     days = [d for d in present if bounds and bounds[0] <= d <= bounds[1]]
-    if not days:
+    if bounds is None or not days:
         raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
-    return days
-
-
-def missing_days(
-    store: str | Path,
-    *,
-    window_days: int | None = None,
-    until: dt.date | None = None,
-    since: dt.date | None = None,
-) -> list[dt.date]:
-    """The days of a window (see :func:`days_in_window`) the store lacks, from its oldest
-    day on (a store begun later than the window lacks nothing before it)."""
-    present = evidence_days(store)
-    bounds = _window_bounds(present, window_days, until, since)
-    if bounds is None:
-        return []
     first, last = max(bounds[0], present[0]), bounds[1]
-    have = set(present)
     every = (first + dt.timedelta(days=k) for k in range((last - first).days + 1))
-    return [d for d in every if d not in have]
+    have = set(present)
+    return days, [d for d in every if d not in have]
 
 
 def read_evidence(
@@ -290,9 +276,8 @@ def read_evidence(
     Without ``until`` the window ends on the newest day in the store; without
     ``window_days`` every day up to ``until`` is used, from ``since`` if given.
     """
-    return read_days(
-        store, days_in_window(store, window_days=window_days, until=until, since=since)
-    )
+    days, _ = days_in_window(store, window_days=window_days, until=until, since=since)
+    return read_days(store, days)
 
 
 def read_days(store: str | Path, days: list[dt.date]) -> Evidence:

@@ -26,7 +26,7 @@ from distill_forensics.cli.common import (
 )
 from distill_forensics.diff import read_members
 from distill_forensics.errors import EXIT_FINDINGS, InputError
-from distill_forensics.evidence import days_in_window, missing_days, read_days
+from distill_forensics.evidence import days_in_window, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
 from distill_forensics.write import table_file, write_files
@@ -162,8 +162,7 @@ def cluster(
             window_days = parse_window(window) if window else None
             # (--to is the first moment left out: its day is not in the window)
             until = end - dt.timedelta(days=1) if end and end > dt.date.min else end
-            days = days_in_window(evidence, window_days=window_days, until=until, since=since)
-            gaps = missing_days(evidence, window_days=window_days, until=until, since=since)
+            days, gaps = days_in_window(evidence, window_days=window_days, until=until, since=since)
             if gaps:
                 listed = ", ".join(d.isoformat() for d in gaps[:5]) + (", …" if gaps[5:] else "")
                 status.warn(
