@@ -48,11 +48,9 @@ _FORMAT_NAMES = {*FORMATS.values(), "ndjson"}
 
 # Leading characters a spreadsheet may treat as the start of a formula.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_START = r"^[=+\-@\t\r]"
 LIST_SEPARATOR = "; "
 
-
-_QUOTE_START = r"^['=+\-@\t\r]"
+_QUOTE_START = r"^['=+\-@\t\r]"  # (FORMULA_PREFIXES, and ')
 """Text written with a leading ``'``: a formula's start, or a ``'`` of its own (so that
 :func:`read_table` can take exactly one off again)."""
 
