@@ -155,8 +155,10 @@ def _staged_day(final: Path, tables: dict[str, pl.DataFrame], meta: dict) -> Pat
         for name, df in tables.items():
             df.write_parquet(tmp / f"{name}.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    except (OSError, pl.exceptions.PolarsError) as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, (OSError, pl.exceptions.PolarsError)):
+            raise
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _reason(exc)
         raise InputError(
             f"{tmp}: cannot write the evidence day ({why}); check the space and "
@@ -241,6 +243,10 @@ def _window_bounds(
     return (first, last) if first <= last else None
 
 
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
 def days_in_window(
     store: str | Path,
     *,
@@ -258,7 +264,8 @@ def days_in_window(
     days = [d for d in present if bounds and bounds[0] <= d <= bounds[1]]
     if bounds is None or not days:
         raise InputError(f"{root}: no evidence days in the window; run `distill-forensics extract`")
-    first, last = max(bounds[0], present[0]), bounds[1]
+    # (Days after today are not missing, only not yet here.)
+    first, last = max(bounds[0], present[0]), min(bounds[1], max(_today(), present[-1]))
     every = (first + dt.timedelta(days=k) for k in range((last - first).days + 1))
     have = set(present)
     return days, [d for d in every if d not in have]

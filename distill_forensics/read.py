@@ -197,7 +197,7 @@ def read_logs(
         usable_rows(source).group_by("account_id").len().collect()
     """
     columns, accounts_columns = _split_mapping(columns)
-    window_from, window_to = _check_window(time_from, time_to)
+    window_from, window_to = check_time_window(time_from, time_to)
 
     if isinstance(paths, str | Path):
         paths = [paths]
@@ -1117,9 +1117,10 @@ def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _check_window(
+def check_time_window(
     time_from: datetime | None, time_to: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
+    """The --from/--to bounds in UTC; refused when they leave no time between them."""
     start = _as_utc(time_from) if time_from is not None else None
     end = _as_utc(time_to) if time_to is not None else None
     if start is not None and end is not None and start >= end:

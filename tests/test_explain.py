@@ -302,7 +302,7 @@ def test_a_forgotten_cluster_id_fails_before_reading():
 
 def test_untrusted_text_is_one_safe_line():
     assert _clip("a\x1b[31m\nb\u202ec", 80) == "a [31m b c"
-    assert _clip("a\u2028b\ufeffc\u061cd", 80) == "a b c d"
+    assert _clip("a\u2028b\ufeffc\u061cd\u2060e\U000e0041f", 80) == "a b c d e f"
     # Ids are shown whole: an escape written in the id shows apart from a real one.
     assert _visible("a\x1b") == "a\\x1b" and _visible("a\\x1b") == "a\\\\x1b"
     assert _clip("x" * 10, 5) == "xxxx…"

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shutil
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -143,6 +144,20 @@ def test_a_failed_extract_leaves_the_store_as_it_was(store, tmp_path, monkeypatc
     )
     assert _snapshot(copy) == before
     assert not [p for p in copy.iterdir() if p.name.startswith(".")]
+
+    # Stopped (Ctrl-C) while a day is being written: nothing of it stays.
+    def stopped_writing(frame, path, *args, **kwargs):
+        if len(calls) == 20:  # (the 7th day's third table)
+            raise KeyboardInterrupt
+        return disk_fills(frame, path, *args, **kwargs)
+
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(pl.DataFrame, "write_parquet", stopped_writing)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert _snapshot(copy) == before
+    assert not [p for p in copy.iterdir() if p.name.startswith(".")]
     # A day that cannot be swapped in: the days swapped before it are put back.
     rename = Path.rename
 
@@ -257,6 +272,19 @@ def test_days_missing_from_the_window_are_named(store, tmp_path):
     raw = ["cluster", LOGS, "--accounts", ACCOUNTS, "--from", "2026-03-24", "--to", "2026-03-30"]
     assert CliRunner().invoke(main, [*raw, "-o", str(b), "-q"]).exit_code == 0
     assert_frame_equal(pl.read_parquet(a), pl.read_parquet(b))
+    # Nor are days after today missing: they are not here yet.
+    args = ["cluster", "--evidence", str(copy), "--to", "9999-12-31", "-o", str(a)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    today = datetime.now(UTC).date()
+    missing = 2 + (today - date(2026, 3, 30)).days + 1  # 03-20, 03-22, 03-30 to today
+    assert f"warning: {missing:,} day(s) of the window have no evidence (2026-03-20" in (
+        result.stderr
+    )
+    # From after to: the same error as for raw logs.
+    args = ["cluster", "--evidence", str(copy), "--from", "2026-03-15", "--to", "2026-03-10"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == EXIT_INPUT and "swap --from and --to" in result.stderr
     # A store begun after the window's first day lacks nothing before it.
     result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), "--window", "60d"])
     assert result.exit_code == 0 and "no evidence" not in result.stderr

@@ -264,17 +264,17 @@ def resolve_inputs(
     column: tuple[str, ...], config: str | None, time_from: str | None, time_to: str | None
 ) -> dict[str, Any]:
     """Turn the shared input options into keyword arguments of the library calls."""
-    from distill_forensics.read import load_config, parse_time_bound
+    from distill_forensics.read import check_time_window, load_config, parse_time_bound
 
     mapping: dict[str, str] = {}
     if config:
         mapping.update(load_config(config))
     mapping.update(parse_column_mapping(column))
-    return {
-        "columns": mapping or None,
-        "time_from": parse_time_bound(time_from) if time_from else None,
-        "time_to": parse_time_bound(time_to) if time_to else None,
-    }
+    start, end = check_time_window(
+        parse_time_bound(time_from) if time_from else None,
+        parse_time_bound(time_to) if time_to else None,
+    )
+    return {"columns": mapping or None, "time_from": start, "time_to": end}
 
 
 def print_frame(df: pl.DataFrame, fmt: str, render_table: Callable[[pl.DataFrame], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 
@@ -446,22 +447,29 @@ def _table(styled: bool) -> Table:
     return Table(box=None, header_style="bold" if styled else "", pad_edge=False)
 
 
-# Control characters, bidi overrides and zero-width marks: log text is
-# attacker-controlled and must not move the cursor or reorder what is shown.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
+# Control and format characters (bidi overrides, zero-width marks, tags), line and
+# paragraph separators, private and unassigned code points: log text is
+# attacker-controlled and must not move the cursor, reorder or hide what is shown.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"})
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
 
 
 def _clip(text: str, limit: int) -> str:
     """One display line of untrusted text: unsafe characters as spaces, cut with an ellipsis."""
-    line = " ".join(_UNSAFE.sub(" ", text).split())
+    line = " ".join("".join(" " if _unsafe(c) else c for c in text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _visible(text: str) -> str:
-    """Untrusted text whole (an id, a model name), its unsafe characters written as
-    escapes (``\\x1b``, ``\\u202e``) so that ids that differ by one still show apart."""
-    escaped = text.replace("\\", "\\\\")  # (so that a written escape shows apart)
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), escaped)
+    """Untrusted text whole (an id, a model name), its unsafe characters and backslashes
+    written as escapes (``\\x1b``, ``\\u202e``, ``\\\\``) so that ids that differ by one
+    still show apart."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if c == "\\" or _unsafe(c) else c for c in text
+    )
 
 
 def _minute(value: datetime | None) -> str:
