@@ -172,7 +172,6 @@ def _swap_in(staged: list[tuple[Path, Path]]) -> None:
     in: when one cannot be swapped (or the run is interrupted), those already swapped
     are put back."""
     swapped: list[tuple[Path, Path, Path | None]] = []
-    final = staged[0][1] if staged else Path()
     try:
         for tmp, final in staged:
             old = None
