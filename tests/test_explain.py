@@ -282,6 +282,22 @@ def test_text_shows_every_section_and_the_top_25_members(cli_text):
     assert "\x1b" not in cli_text
 
 
+def test_threshold_decides_the_verdict_as_in_cluster(run):
+    # A cluster below the default threshold, above a lower one: `cluster --threshold 10`
+    # marks it suspected, so `explain --threshold 10` must say the same.
+    below = run.clusters.filter(pl.col("score").is_between(10, 50, closed="left"))
+    cid = below["cluster_id"][0]
+
+    def verdict(*extra: str) -> str:
+        args = [LOGS, "--accounts", ACCOUNTS, cid, "--format", "json", "-q", *extra]
+        result = CliRunner().invoke(explain_command, args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["cluster"]["verdict"]
+
+    assert verdict() == "not suspected"
+    assert verdict("--threshold", "10") == "suspected"
+
+
 def test_unknown_cluster_id_exits_2_with_one_line():
     result = CliRunner().invoke(explain_command, [LOGS, "--accounts", ACCOUNTS, "C-0000000000"])
     assert result.exit_code == EXIT_INPUT

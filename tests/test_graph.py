@@ -196,6 +196,20 @@ def test_a_graph_over_max_edges_is_refused_before_it_is_built(tmp_path, cached):
     assert run.exit_code == 0 and out.exists()
 
 
+def test_threshold_decides_which_nodes_are_suspected(tmp_path, result):
+    below = result.clusters.filter(pl.col("score").is_between(10, 50, closed="left"))
+    cid = str(below["cluster_id"][0])
+
+    def suspected(*extra: str) -> set[bool]:
+        out = tmp_path / "c.graphml"
+        run = _invoke("-o", str(out), "--cluster", cid, "-q", *extra)
+        assert run.exit_code == 0, run.output
+        return {data["suspected"] for _, data in nx.read_graphml(out).nodes(data=True)}
+
+    assert suspected() == {False}
+    assert suspected("--threshold", "10") == {True}
+
+
 def test_unknown_file_type_fails_before_the_run(tmp_path, monkeypatch):
     def never(*_a, **_k):
         raise AssertionError("the pipeline ran")

@@ -22,6 +22,7 @@ from distill_forensics.cli.common import (
     previous_option,
     quiet_option,
     resolve_inputs,
+    threshold_option,
     warn_evidence,
 )
 from distill_forensics.diff import read_members
@@ -29,9 +30,9 @@ from distill_forensics.errors import InputError
 from distill_forensics.explain import Explanation, to_json
 from distill_forensics.explain import explain as explain_cluster
 from distill_forensics.extract import extract
-from distill_forensics.pipeline import analyze
+from distill_forensics.pipeline import Options, analyze
 from distill_forensics.read import read_logs
-from distill_forensics.score import LINK_KIND_LABELS
+from distill_forensics.score import LINK_KIND_LABELS, ScoreOptions
 
 FORMATS = ("text", "json")
 
@@ -89,6 +90,7 @@ def _input_options() -> list[click.Parameter]:
     show_default=True,
     help="Example prompts shown per repeated template.",
 )
+@threshold_option
 @previous_option
 @quiet_option
 @handle_errors
@@ -102,13 +104,16 @@ def explain(
     cluster_id: str | None,
     fmt: str,
     examples: int,
+    threshold: float,
     previous: str | None,
     quiet: bool,
 ) -> None:
     """Show why a cluster was formed and why it scores high, section by section.
 
-    LOGS are the inputs the cluster was found in (same files, --accounts, --column
-    and --from/--to); CLUSTER_ID is an id from `distill-forensics cluster`.
+    LOGS are the raw logs the cluster was found in, with the options of that
+    `cluster` run (--accounts, --column, --config, --from/--to, --threshold,
+    --previous); after `cluster --evidence`, the raw logs of its window.
+    CLUSTER_ID is an id from `distill-forensics cluster`.
     Sections: the cluster's score and reasons, its members and their strongest
     links, the attribute values they share, requests per hour, the prompt
     templates they repeat, and their model mix over time.
@@ -128,7 +133,8 @@ def explain(
         source = read_logs(logs, accounts=accounts, **kwargs)
         status.stage("read")
         evidence = extract(source, on_rows=lambda rows: status.stage("read", rows))
-        result = analyze(evidence, progress=status.stage, previous=prior)
+        options = Options(score=ScoreOptions(threshold=threshold))
+        result = analyze(evidence, options, progress=status.stage, previous=prior)
         status.stage("explain")
         explanation = explain_cluster(result, wanted, source.frame, examples=examples)
     if fmt == "json":
@@ -249,7 +255,7 @@ def _members(ex: Explanation, styled: bool) -> list[Any]:
     return [
         table,
         Text(
-            f"roles: {counts}{note}. Core: link weight inside the cluster at or above the "
+            f"roles: {counts}{note}. Core: link weight inside the cluster at least half the "
             "median member's; age: days from account creation to first request."
         ),
     ]

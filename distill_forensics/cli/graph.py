@@ -12,11 +12,13 @@ from distill_forensics.cli.common import (
     previous_option,
     quiet_option,
     resolve_inputs,
+    threshold_option,
     warn_evidence,
 )
 from distill_forensics.diff import read_members
 from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
-from distill_forensics.pipeline import run_cluster
+from distill_forensics.pipeline import Options, run_cluster
+from distill_forensics.score import ScoreOptions
 
 
 @click.command()
@@ -46,6 +48,7 @@ from distill_forensics.pipeline import run_cluster
     show_default=True,
     help="Refuse a larger graph (about 2 GB of memory per million edges) instead of building it.",
 )
+@threshold_option
 @previous_option
 @quiet_option
 @handle_errors
@@ -60,6 +63,7 @@ def graph(
     cluster_id: str | None,
     bipartite: bool,
     max_edges: int,
+    threshold: float,
     previous: str | None,
     quiet: bool,
 ) -> None:
@@ -81,7 +85,14 @@ def graph(
     prior = read_members(previous) if previous else None
     status = Status(quiet)
     with status.running("reading logs…"):
-        result = run_cluster(list(logs), accounts, progress=status.stage, previous=prior, **kwargs)
+        result = run_cluster(
+            list(logs),
+            accounts,
+            options=Options(score=ScoreOptions(threshold=threshold)),
+            progress=status.stage,
+            previous=prior,
+            **kwargs,
+        )
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")
