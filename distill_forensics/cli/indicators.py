@@ -50,7 +50,8 @@ def _check_stix_name(path: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write the indicators here (.csv, .json or .parquet); default: CSV on stdout.",
+    help="Write the indicators here (.csv, .csv.gz, .json, .jsonl or .parquet); "
+    "default: CSV on stdout.",
 )
 @click.option(
     "--stix-output",
