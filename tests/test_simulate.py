@@ -342,8 +342,8 @@ def test_cli_unwritable_out_dir(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: cannot write to output directory")
 
 
-def test_cli_help_has_example() -> None:
+def test_cli_help_has_examples() -> None:
     result = CliRunner().invoke(simulate_cmd, ["--help"])
     assert result.exit_code == 0
-    assert "Example:" in result.output
+    assert "Examples:" in result.output
     assert "tiny|sample|small|seed|large" in result.output

@@ -248,7 +248,8 @@ def _input_options(func: F, *, logs_required: bool) -> F:
             "--config",
             "config",
             type=click.Path(dir_okay=False),
-            help="TOML file with a [columns] table of canonical = source names.",
+            help="TOML file with a [columns] table of canonical = source names (and an "
+            "[accounts_columns] table for the accounts table).",
         ),
         click.option(
             "--from", "time_from", metavar="TIME", help="Only rows at or after TIME (ISO)."

@@ -123,7 +123,7 @@ def simulate(out_dir: Path, scale: str, seed: int, mix: str, fmt: str, quiet: bo
     paths of the written files on stdout.
 
     \b
-    Example:
+    Examples:
         distill-forensics simulate out/ --scale small --seed 7
         distill-forensics simulate sample_logs/ --scale sample --seed 7 --format csv
     """
