@@ -55,7 +55,7 @@ def result() -> ClusterResult:
 def cached(monkeypatch: pytest.MonkeyPatch, result: ClusterResult) -> ClusterResult:
     """The command reuses the module's run instead of running the pipeline again."""
     monkeypatch.setattr(
-        sys.modules["distill_forensics.cli.graph"], "run_cluster", lambda *a, **k: result
+        sys.modules["distill_forensics.cli.sources"], "run_cluster", lambda *a, **k: result
     )
     return result
 
@@ -214,7 +214,7 @@ def test_unknown_file_type_fails_before_the_run(tmp_path, monkeypatch):
     def never(*_a, **_k):
         raise AssertionError("the pipeline ran")
 
-    monkeypatch.setattr(sys.modules["distill_forensics.cli.graph"], "run_cluster", never)
+    monkeypatch.setattr(sys.modules["distill_forensics.cli.sources"], "run_cluster", never)
     run = _invoke("-o", str(tmp_path / "net.dot"))
     assert run.exit_code == EXIT_INPUT
     assert run.output == (

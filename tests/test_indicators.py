@@ -61,7 +61,7 @@ def table(result: ClusterResult) -> pl.DataFrame:
 def cached(monkeypatch: pytest.MonkeyPatch, result: ClusterResult) -> ClusterResult:
     """The command reuses the module's run instead of running the pipeline again."""
     monkeypatch.setattr(
-        sys.modules["distill_forensics.cli.indicators"], "run_cluster", lambda *a, **k: result
+        sys.modules["distill_forensics.cli.sources"], "run_cluster", lambda *a, **k: result
     )
     return result
 
@@ -294,7 +294,7 @@ def test_no_key_exits_2_with_one_line(monkeypatch):
     def never(*_a, **_k):
         raise AssertionError("the pipeline ran")
 
-    monkeypatch.setattr(sys.modules["distill_forensics.cli.indicators"], "run_cluster", never)
+    monkeypatch.setattr(sys.modules["distill_forensics.cli.sources"], "run_cluster", never)
     run = _invoke(key=None)
     assert run.exit_code == EXIT_INPUT
     assert run.output.count("\n") == 1
@@ -314,7 +314,7 @@ def test_bad_output_names_fail_before_the_run(tmp_path, monkeypatch, args, messa
     def never(*_a, **_k):
         raise AssertionError("the pipeline ran")
 
-    monkeypatch.setattr(sys.modules["distill_forensics.cli.indicators"], "run_cluster", never)
+    monkeypatch.setattr(sys.modules["distill_forensics.cli.sources"], "run_cluster", never)
     args = [args[0], str(tmp_path / args[1])]
     run = _invoke(*args)
     assert run.exit_code == EXIT_INPUT

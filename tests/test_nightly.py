@@ -92,6 +92,28 @@ def test_evidence_window_equals_raw_logs_of_that_window(store, tmp_path):
     assert pl.read_parquet(a).filter(pl.col("suspected")).height >= 4
 
 
+@pytest.mark.parametrize(
+    ("command", "outputs"),
+    [
+        ("graph", ["-o", "{out}.graphml"]),
+        ("indicators", ["-o", "{out}.csv", "--stix-output", "{out}.json", "--hash-key", "k" * 32]),
+    ],
+)
+def test_graph_and_indicators_of_the_evidence_window_equal_raw_logs(
+    store, tmp_path, command, outputs
+):
+    def written(name: str, *inputs: str) -> list[bytes]:
+        args = [a.format(out=tmp_path / name) for a in outputs]
+        result = _run(command, *inputs, *args, "-q")
+        assert result.exit_code == 0, result.output
+        return [Path(a).read_bytes() for a in args if a.startswith(str(tmp_path))]
+
+    evidence = written("evidence", "--evidence", str(store), "--window", "12d")
+    raw = written("raw", LOGS, "--accounts", ACCOUNTS, "--from", "2026-03-19", "--to", "2026-03-31")
+    assert evidence == raw
+    assert all(len(data) > 1000 for data in evidence)
+
+
 def test_extracting_a_day_again_replaces_that_day_only(store, tmp_path):
     day = pl.read_parquet(LOGS).filter(pl.col("timestamp").dt.day() == 30)
     day.write_parquet(tmp_path / "day30.parquet")
@@ -243,9 +265,17 @@ def test_from_and_to_bound_the_evidence_window_by_whole_days(store, tmp_path):
         (["--column", "ip=client_ip"], "--column goes with raw LOGS"),
     ],
 )
-def test_evidence_refuses_options_it_cannot_honour(store, tmp_path, args, needle):
-    out = tmp_path / "report.csv"
-    result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), *args, "-o", str(out)])
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [("cluster", "report.csv"), ("graph", "net.graphml"), ("indicators", "i.csv")],
+)
+def test_evidence_refuses_options_it_cannot_honour(store, tmp_path, args, needle, command, name):
+    out = tmp_path / name
+    result = CliRunner().invoke(
+        main,
+        [command, "--evidence", str(store), *args, "-o", str(out)],
+        env={"DISTILL_FORENSICS_HASH_KEY": "k" * 32},
+    )
     assert result.exit_code == EXIT_INPUT, result.output
     assert needle in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 import sys
 
 import click
@@ -24,10 +22,10 @@ from distill_forensics.cli.common import (
     threshold_option,
     warn_evidence,
 )
+from distill_forensics.cli.sources import analyse, check_sources, evidence_options
 from distill_forensics.diff import read_members
-from distill_forensics.errors import EXIT_FINDINGS, InputError
-from distill_forensics.evidence import days_in_window, read_days
-from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
+from distill_forensics.errors import EXIT_FINDINGS
+from distill_forensics.pipeline import ClusterResult, Options
 from distill_forensics.score import ScoreOptions
 from distill_forensics.write import table_file, write_files
 
@@ -36,18 +34,8 @@ FORMATS = ("table", "csv", "json")
 
 @click.command()
 @input_options_or_evidence
-@click.option(
-    "--evidence",
-    type=click.Path(file_okay=False),
-    help="Cluster an evidence store written by `extract` instead of raw LOGS.",
-)
+@evidence_options
 @previous_option
-@click.option(
-    "--window",
-    metavar="DAYS",
-    help="With --evidence: the last DAYS days of the store (e.g. 30d), up to --to "
-    "(--from and --to take whole days there).",
-)
 @click.option(
     "--top",
     type=click.IntRange(min=0),
@@ -128,18 +116,7 @@ def cluster(
             --members members.parquet --fail-on-findings --quiet
         distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
-    if bool(logs) == bool(evidence):
-        raise InputError("give either LOGS or --evidence DIR (one of them, not both)")
-    if window and not evidence:
-        raise InputError("--window goes with --evidence; for raw LOGS use --from/--to")
-    if evidence:
-        # The store holds what `extract` read: these shaped that reading.
-        for option, value in (("--accounts", accounts), ("--column", column), ("--config", config)):
-            if value:
-                raise InputError(
-                    f"{option} goes with raw LOGS: the evidence store holds what `extract` "
-                    f"read; give {option} to `distill-forensics extract` instead"
-                )
+    check_sources(logs, evidence, window, accounts, column, config)
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
     check_outputs(
@@ -154,32 +131,9 @@ def cluster(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        if evidence:
-            since, end = (
-                _whole_day(kwargs[key], option)
-                for key, option in (("time_from", "--from"), ("time_to", "--to"))
-            )
-            window_days = parse_window(window) if window else None
-            # (--to is the first moment left out: its day is not in the window)
-            until = end - dt.timedelta(days=1) if end and end > dt.date.min else end
-            days, gaps = days_in_window(evidence, window_days=window_days, until=until, since=since)
-            if gaps:
-                listed = ", ".join(d.isoformat() for d in gaps[:5]) + (", …" if gaps[5:] else "")
-                status.warn(
-                    f"{len(gaps):,} day(s) of the window have no evidence ({listed}); "
-                    "extract them to include them"
-                )
-            ev = read_days(evidence, days)
-            result = analyze(ev, options, progress=status.stage, previous=prior)
-        else:
-            result = run_cluster(
-                list(logs),
-                accounts,
-                options=options,
-                progress=status.stage,
-                previous=prior,
-                **kwargs,
-            )
+        result = analyse(
+            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
+        )
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
     )
@@ -214,26 +168,6 @@ def _cells(row: dict) -> list[str]:
         score,
         row["reasons"] or "",
     ]
-
-
-def _whole_day(bound: dt.datetime | None, option: str) -> dt.date | None:
-    """The day a --from/--to bound starts, for an evidence store (kept by whole UTC days)."""
-    if bound is None:
-        return None
-    if bound.time() != dt.time(0):
-        raise InputError(
-            f"{option} {bound.isoformat()}: an evidence store is kept by whole days (UTC); "
-            f"give a date such as {option} {bound.date().isoformat()}"
-        )
-    return bound.date()
-
-
-def parse_window(text: str) -> int:
-    """``30d`` or ``30`` -> 30 days."""
-    m = re.fullmatch(r"\s*(\d+)\s*d?\s*", text)
-    if not m or int(m.group(1)) < 1:
-        raise InputError(f"--window {text!r}: give a number of days, e.g. --window 30d")
-    return int(m.group(1))
 
 
 def render_table(report: pl.DataFrame) -> None:

@@ -8,21 +8,23 @@ from distill_forensics.cli.common import (
     Status,
     check_outputs,
     handle_errors,
-    input_options,
+    input_options_or_evidence,
     previous_option,
     quiet_option,
     resolve_inputs,
     threshold_option,
     warn_evidence,
 )
+from distill_forensics.cli.sources import analyse, check_sources, evidence_options
 from distill_forensics.diff import read_members
 from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
-from distill_forensics.pipeline import Options, run_cluster
+from distill_forensics.pipeline import Options
 from distill_forensics.score import ScoreOptions
 
 
 @click.command()
-@input_options
+@input_options_or_evidence
+@evidence_options
 @click.option(
     "-o",
     "--output",
@@ -54,6 +56,8 @@ from distill_forensics.score import ScoreOptions
 @handle_errors
 def graph(
     logs: tuple[str, ...],
+    evidence: str | None,
+    window: str | None,
     accounts: str | None,
     column: tuple[str, ...],
     config: str | None,
@@ -78,20 +82,18 @@ def graph(
             --accounts sample_logs/accounts.parquet -o net.graphml
         distill-forensics graph sample_logs/logs.parquet \\
             --accounts sample_logs/accounts.parquet --cluster C-c2ec3c88f4 --bipartite -o c1.gexf
+        distill-forensics graph --evidence evidence/ --window 30d -o net.graphml
     """
+    check_sources(logs, evidence, window, accounts, column, config)
     graph_format(output)  # a wrong file name fails before the run, not after it
-    check_outputs({"-o": output}, logs, accounts, tables=False)
+    check_outputs({"-o": output}, logs, accounts, tables=False, store=evidence)
     kwargs = resolve_inputs(column, config, time_from, time_to)
     prior = read_members(previous) if previous else None
     status = Status(quiet)
     with status.running("reading logs…"):
-        result = run_cluster(
-            list(logs),
-            accounts,
-            options=Options(score=ScoreOptions(threshold=threshold)),
-            progress=status.stage,
-            previous=prior,
-            **kwargs,
+        options = Options(score=ScoreOptions(threshold=threshold))
+        result = analyse(
+            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
         )
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)

@@ -12,18 +12,19 @@ from distill_forensics.cli.common import (
     Status,
     check_outputs,
     handle_errors,
-    input_options,
+    input_options_or_evidence,
     previous_option,
     quiet_option,
     resolve_inputs,
     threshold_option,
     warn_evidence,
 )
+from distill_forensics.cli.sources import analyse, check_sources, evidence_options
 from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
-from distill_forensics.pipeline import Options, run_cluster
+from distill_forensics.pipeline import Options
 from distill_forensics.score import ScoreOptions
 from distill_forensics.write import FORMATS, table_file, to_csv_text, write_files
 
@@ -45,7 +46,8 @@ def _check_stix_name(path: str) -> None:
 
 
 @click.command()
-@input_options
+@input_options_or_evidence
+@evidence_options
 @click.option(
     "-o",
     "--output",
@@ -80,6 +82,8 @@ def _check_stix_name(path: str) -> None:
 @handle_errors
 def indicators(
     logs: tuple[str, ...],
+    evidence: str | None,
+    window: str | None,
     accounts: str | None,
     column: tuple[str, ...],
     config: str | None,
@@ -105,7 +109,9 @@ def indicators(
         export DISTILL_FORENSICS_HASH_KEY='a long secret agreed with partners'
         distill-forensics indicators sample_logs/logs.parquet \\
             --accounts sample_logs/accounts.parquet -o iocs.csv --stix-output bundle.json
+        distill-forensics indicators --evidence evidence/ --window 30d -o iocs.csv
     """
+    check_sources(logs, evidence, window, accounts, column, config)
     if not hash_key:
         raise InputError(
             f"no hash key; set --hash-key or {HASH_KEY_ENV} "
@@ -121,6 +127,7 @@ def indicators(
         logs,
         accounts,
         tables=False,
+        store=evidence,
         previous=previous,
     )
     kwargs = resolve_inputs(column, config, time_from, time_to)
@@ -133,8 +140,8 @@ def indicators(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = run_cluster(
-            list(logs), accounts, options=options, progress=status.stage, previous=prior, **kwargs
+        result = analyse(
+            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
         )
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
     files = [table_file(table, output)] if output else []
