@@ -95,16 +95,17 @@ def test_evidence_window_equals_raw_logs_of_that_window(store, tmp_path):
 @pytest.mark.parametrize(
     ("command", "outputs"),
     [
+        ("cluster", ["-o", "{out}.csv", "--members", "{out}_members.csv"]),
         ("graph", ["-o", "{out}.graphml"]),
         ("indicators", ["-o", "{out}.csv", "--stix-output", "{out}.json", "--hash-key", "k" * 32]),
     ],
 )
-def test_graph_and_indicators_of_the_evidence_window_equal_raw_logs(
-    store, tmp_path, command, outputs
-):
+def test_the_evidence_window_gives_the_files_of_its_raw_logs(store, tmp_path, command, outputs):
+    # At a threshold below the default: a store run that fell back to the default
+    # would differ from the raw one.
     def written(name: str, *inputs: str) -> list[bytes]:
         args = [a.format(out=tmp_path / name) for a in outputs]
-        result = _run(command, *inputs, *args, "-q")
+        result = _run(command, *inputs, *args, "--threshold", "10", "-q")
         assert result.exit_code == 0, result.output
         return [Path(a).read_bytes() for a in args if a.startswith(str(tmp_path))]
 
@@ -112,6 +113,17 @@ def test_graph_and_indicators_of_the_evidence_window_equal_raw_logs(
     raw = written("raw", LOGS, "--accounts", ACCOUNTS, "--from", "2026-03-19", "--to", "2026-03-31")
     assert evidence == raw
     assert all(len(data) > 1000 for data in evidence)
+    default = _run(
+        command,
+        "--evidence",
+        str(store),
+        "--window",
+        "12d",
+        *(a.format(out=tmp_path / "default") for a in outputs),
+        "-q",
+    )
+    assert default.exit_code == 0, default.output
+    assert Path(outputs[1].format(out=tmp_path / "default")).read_bytes() != evidence[0]
 
 
 def test_extracting_a_day_again_replaces_that_day_only(store, tmp_path):
@@ -320,14 +332,53 @@ def test_days_missing_from_the_window_are_named(store, tmp_path):
     assert result.exit_code == 0 and "no evidence" not in result.stderr
 
 
-def test_reports_are_not_written_into_the_evidence_store(store):
+@pytest.mark.parametrize(
+    ("command", "option", "name"),
+    [
+        ("cluster", "-o", "report.csv"),
+        ("cluster", "--members", "members.csv"),
+        ("graph", "-o", "net.graphml"),
+        ("indicators", "-o", "iocs.csv"),
+        ("indicators", "--stix-output", "bundle.json"),
+    ],
+)
+def test_outputs_are_not_written_into_the_evidence_store(store, command, option, name):
     meta = store / "day=2026-03-01" / "meta.json"
     before = meta.read_bytes()
-    for output in (meta, store / "report.csv"):
-        result = CliRunner().invoke(main, ["cluster", "--evidence", str(store), "-o", str(output)])
-        assert result.exit_code == EXIT_INPUT
+    # (A graph file is named .graphml or .gexf, and a STIX bundle is not a table: a day's
+    # meta.json would be refused for its name first.)
+    named = command == "graph" or option == "--stix-output"
+    outputs = (store / name,) if named else (meta, store / name)
+    for output in outputs:
+        result = CliRunner().invoke(
+            main,
+            [command, "--evidence", str(store), option, str(output)],
+            env={"DISTILL_FORENSICS_HASH_KEY": "k" * 32},
+        )
+        assert result.exit_code == EXIT_INPUT, result.output
         assert result.stderr.count("\n") == 1 and "lies in the evidence store" in result.stderr
-    assert meta.read_bytes() == before and not (store / "report.csv").exists()
+    assert meta.read_bytes() == before and not (store / name).exists()
+
+
+@pytest.mark.parametrize("command", ["cluster", "graph", "indicators"])
+@pytest.mark.parametrize(
+    ("inputs", "needle"),
+    [
+        ([], "give either LOGS or --evidence DIR"),
+        ([LOGS, "--evidence", "{store}"], "give either LOGS or --evidence DIR"),
+        ([LOGS, "--window", "7d"], "--window goes with --evidence"),
+        (["--evidence", "{store}", "--config", "columns.toml"], "--config goes with raw LOGS"),
+    ],
+)
+def test_logs_or_a_store_one_of_them(store, tmp_path, command, inputs, needle):
+    out = tmp_path / ("net.graphml" if command == "graph" else "out.csv")
+    args = [a.format(store=store) for a in inputs]
+    result = CliRunner().invoke(
+        main, [command, *args, "-o", str(out)], env={"DISTILL_FORENSICS_HASH_KEY": "k" * 32}
+    )
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert result.stderr.startswith(f"error: {needle}") and result.stderr.count("\n") == 1
+    assert result.stdout == "" and not out.exists()
 
 
 def test_a_day_linked_from_elsewhere_is_part_of_the_store(store, tmp_path):

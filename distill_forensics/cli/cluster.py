@@ -22,7 +22,7 @@ from distill_forensics.cli.common import (
     threshold_option,
     warn_evidence,
 )
-from distill_forensics.cli.sources import analyse, check_sources, evidence_options
+from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
 from distill_forensics.diff import read_members
 from distill_forensics.errors import EXIT_FINDINGS
 from distill_forensics.pipeline import ClusterResult, Options
@@ -70,12 +70,12 @@ FORMATS = ("table", "csv", "json")
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write the cluster report here (.csv, .csv.gz, .json, .jsonl or .parquet).",
+    help="Write the cluster report here (.csv, .csv.gz, .json, .jsonl/.ndjson or .parquet).",
 )
 @click.option(
     "--members",
     type=click.Path(dir_okay=False),
-    help="Write one row per clustered account here (.csv, .csv.gz, .json, .jsonl or .parquet).",
+    help="Write one row per member of a reported cluster here (the same formats as -o).",
 )
 @click.option(
     "--fail-on-findings/--pass-on-findings",
@@ -116,7 +116,9 @@ def cluster(
             --members members.parquet --fail-on-findings --quiet
         distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
-    check_sources(logs, evidence, window, accounts, column, config)
+    check_sources(
+        logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
+    )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     # Refuse an unusable output path before the run, not after it.
     check_outputs(
@@ -131,8 +133,15 @@ def cluster(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = analyse(
-            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
+        result = run_inputs(
+            logs,
+            evidence=evidence,
+            window=window,
+            accounts=accounts,
+            inputs=kwargs,
+            options=options,
+            status=status,
+            previous=prior,
         )
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)

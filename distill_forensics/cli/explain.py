@@ -112,8 +112,9 @@ def explain(
 
     LOGS are the raw logs the cluster was found in, with the options of that
     `cluster` run (--accounts, --column, --config, --from/--to, --threshold,
-    --previous); after `cluster --evidence`, the raw logs of its window (explain
-    shows prompts, which the evidence store does not keep).
+    --previous); after `cluster --evidence`, the raw logs of its window with the
+    --accounts, --column and --config given to `extract` (explain shows prompts,
+    which the evidence store does not keep).
     CLUSTER_ID is an id from `distill-forensics cluster`.
     Sections: the cluster's score and reasons, its members and their strongest
     links, the attribute values they share, requests per hour, the prompt

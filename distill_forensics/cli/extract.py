@@ -39,7 +39,8 @@ def extract(
     out_dir: str,
     quiet: bool,
 ) -> None:
-    """Extract logs into per-day evidence that `cluster --evidence` reads later.
+    """Extract logs into per-day evidence that `cluster`, `graph` and `indicators` read later
+    with --evidence.
 
     Re-running on a day already in the store replaces that day only.
 

@@ -15,7 +15,7 @@ from distill_forensics.cli.common import (
     threshold_option,
     warn_evidence,
 )
-from distill_forensics.cli.sources import analyse, check_sources, evidence_options
+from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
 from distill_forensics.diff import read_members
 from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
 from distill_forensics.pipeline import Options
@@ -84,16 +84,25 @@ def graph(
             --accounts sample_logs/accounts.parquet --cluster C-c2ec3c88f4 --bipartite -o c1.gexf
         distill-forensics graph --evidence evidence/ --window 30d -o net.graphml
     """
-    check_sources(logs, evidence, window, accounts, column, config)
+    check_sources(
+        logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
+    )
+    kwargs = resolve_inputs(column, config, time_from, time_to)
     graph_format(output)  # a wrong file name fails before the run, not after it
     check_outputs({"-o": output}, logs, accounts, tables=False, store=evidence)
-    kwargs = resolve_inputs(column, config, time_from, time_to)
     prior = read_members(previous) if previous else None
     status = Status(quiet)
     with status.running("reading logs…"):
         options = Options(score=ScoreOptions(threshold=threshold))
-        result = analyse(
-            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
+        result = run_inputs(
+            logs,
+            evidence=evidence,
+            window=window,
+            accounts=accounts,
+            inputs=kwargs,
+            options=options,
+            status=status,
+            previous=prior,
         )
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)

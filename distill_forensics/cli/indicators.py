@@ -19,7 +19,7 @@ from distill_forensics.cli.common import (
     threshold_option,
     warn_evidence,
 )
-from distill_forensics.cli.sources import analyse, check_sources, evidence_options
+from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
 from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
@@ -52,7 +52,7 @@ def _check_stix_name(path: str) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write the indicators here (.csv, .csv.gz, .json, .jsonl or .parquet); "
+    help="Write the indicators here (.csv, .csv.gz, .json, .jsonl/.ndjson or .parquet); "
     "default: CSV on stdout.",
 )
 @click.option(
@@ -111,7 +111,10 @@ def indicators(
             --accounts sample_logs/accounts.parquet -o iocs.csv --stix-output bundle.json
         distill-forensics indicators --evidence evidence/ --window 30d -o iocs.csv
     """
-    check_sources(logs, evidence, window, accounts, column, config)
+    check_sources(
+        logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
+    )
+    kwargs = resolve_inputs(column, config, time_from, time_to)
     if not hash_key:
         raise InputError(
             f"no hash key; set --hash-key or {HASH_KEY_ENV} "
@@ -130,7 +133,6 @@ def indicators(
         store=evidence,
         previous=previous,
     )
-    kwargs = resolve_inputs(column, config, time_from, time_to)
     status = Status(quiet)
     if len(hash_key.encode("utf-8")) < SHORT_KEY:
         status.warn(
@@ -140,8 +142,15 @@ def indicators(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = analyse(
-            logs, evidence, window, accounts, kwargs, options=options, status=status, previous=prior
+        result = run_inputs(
+            logs,
+            evidence=evidence,
+            window=window,
+            accounts=accounts,
+            inputs=kwargs,
+            options=options,
+            status=status,
+            previous=prior,
         )
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
     files = [table_file(table, output)] if output else []

@@ -1,7 +1,7 @@
-"""Where an analysis command's accounts come from: raw LOGS or an evidence store.
+"""Where an analysis command's inputs come from: raw LOGS or an evidence store.
 
-``cluster``, ``graph`` and ``indicators`` read either; ``explain`` shows prompts and
-hours, which the store does not keep, and reads raw logs only.
+``cluster``, ``graph`` and ``indicators`` read either; ``explain`` shows prompts,
+which the store does not keep, and reads raw logs only.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def evidence_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def check_sources(
     logs: tuple[str, ...],
+    *,
     evidence: str | None,
     window: str | None,
     accounts: str | None,
@@ -61,13 +62,13 @@ def check_sources(
                 )
 
 
-def analyse(
+def run_inputs(
     logs: tuple[str, ...],
+    *,
     evidence: str | None,
     window: str | None,
     accounts: str | None,
     inputs: dict[str, Any],
-    *,
     options: Options,
     status: Status,
     previous: pl.DataFrame | None,
