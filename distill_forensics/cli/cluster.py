@@ -116,7 +116,7 @@ def cluster(
             --members members.parquet --fail-on-findings --quiet
         distill-forensics cluster --evidence evidence/ --window 30d -o report.csv
     """
-    check_sources(
+    sources = check_sources(
         logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
     )
     kwargs = resolve_inputs(column, config, time_from, time_to)
@@ -133,16 +133,7 @@ def cluster(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = run_inputs(
-            logs,
-            evidence=evidence,
-            window=window,
-            accounts=accounts,
-            inputs=kwargs,
-            options=options,
-            status=status,
-            previous=prior,
-        )
+        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
     )

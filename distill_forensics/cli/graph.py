@@ -84,7 +84,7 @@ def graph(
             --accounts sample_logs/accounts.parquet --cluster C-c2ec3c88f4 --bipartite -o c1.gexf
         distill-forensics graph --evidence evidence/ --window 30d -o net.graphml
     """
-    check_sources(
+    sources = check_sources(
         logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
     )
     kwargs = resolve_inputs(column, config, time_from, time_to)
@@ -94,16 +94,7 @@ def graph(
     status = Status(quiet)
     with status.running("reading logs…"):
         options = Options(score=ScoreOptions(threshold=threshold))
-        result = run_inputs(
-            logs,
-            evidence=evidence,
-            window=window,
-            accounts=accounts,
-            inputs=kwargs,
-            options=options,
-            status=status,
-            previous=prior,
-        )
+        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")

@@ -111,7 +111,7 @@ def indicators(
             --accounts sample_logs/accounts.parquet -o iocs.csv --stix-output bundle.json
         distill-forensics indicators --evidence evidence/ --window 30d -o iocs.csv
     """
-    check_sources(
+    sources = check_sources(
         logs, evidence=evidence, window=window, accounts=accounts, column=column, config=config
     )
     kwargs = resolve_inputs(column, config, time_from, time_to)
@@ -142,16 +142,7 @@ def indicators(
     options = Options(score=ScoreOptions(threshold=threshold))
     prior = read_members(previous) if previous else None
     with status.running("reading logs…"):
-        result = run_inputs(
-            logs,
-            evidence=evidence,
-            window=window,
-            accounts=accounts,
-            inputs=kwargs,
-            options=options,
-            status=status,
-            previous=prior,
-        )
+        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
     files = [table_file(table, output)] if output else []
     if stix_output:

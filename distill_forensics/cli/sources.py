@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -38,6 +39,16 @@ def evidence_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Raw ``logs`` (with their ``accounts`` table) or an ``evidence`` store and ``window``."""
+
+    logs: tuple[str, ...]
+    evidence: str | None
+    window: str | None
+    accounts: str | None
+
+
 def check_sources(
     logs: tuple[str, ...],
     *,
@@ -46,9 +57,10 @@ def check_sources(
     accounts: str | None,
     column: tuple[str, ...],
     config: str | None,
-) -> None:
-    """Refuse LOGS and ``--evidence`` together (or neither), ``--window`` without a store,
-    and the options that shaped `extract`'s reading given beside a store."""
+) -> Sources:
+    """The command's sources; refuses LOGS and ``--evidence`` together (or neither),
+    ``--window`` without a store, and the options that shaped `extract`'s reading given
+    beside a store."""
     if bool(logs) == bool(evidence):
         raise InputError("give either LOGS or --evidence DIR (one of them, not both)")
     if window and not evidence:
@@ -60,29 +72,28 @@ def check_sources(
                     f"{option} goes with raw LOGS: the evidence store holds what `extract` "
                     f"read; give {option} to `distill-forensics extract` instead"
                 )
+    return Sources(logs, evidence, window, accounts)
 
 
 def run_inputs(
-    logs: tuple[str, ...],
-    *,
-    evidence: str | None,
-    window: str | None,
-    accounts: str | None,
+    sources: Sources,
     inputs: dict[str, Any],
+    *,
     options: Options,
     status: Status,
     previous: pl.DataFrame | None,
 ) -> ClusterResult:
-    """The run of raw ``logs`` or of the days of the ``evidence`` store in the window.
+    """The run of the raw logs or of the days of the evidence store in the window.
 
     ``inputs`` are :func:`~distill_forensics.cli.common.resolve_inputs`'s keyword
     arguments; with a store, ``--from`` and ``--to`` must be whole days and days the
     window lacks are named in a warning.
     """
+    evidence, window = sources.evidence, sources.window
     if not evidence:
         return run_cluster(
-            list(logs),
-            accounts,
+            list(sources.logs),
+            sources.accounts,
             options=options,
             progress=status.stage,
             previous=previous,
