@@ -23,10 +23,8 @@ from distill_forensics.cli.common import (
     warn_evidence,
 )
 from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
-from distill_forensics.diff import read_members
 from distill_forensics.errors import EXIT_FINDINGS
-from distill_forensics.pipeline import ClusterResult, Options
-from distill_forensics.score import ScoreOptions
+from distill_forensics.pipeline import ClusterResult
 from distill_forensics.write import table_file, write_files
 
 FORMATS = ("table", "csv", "json")
@@ -123,17 +121,12 @@ def cluster(
     # Refuse an unusable output path before the run, not after it.
     check_outputs(
         {"-o": output, "--members": members},
-        logs,
-        accounts,
-        store=evidence,
+        sources,
         previous=previous,
         may_replace_previous=("--members",),
     )
     status = Status(quiet)
-    options = Options(score=ScoreOptions(threshold=threshold))
-    prior = read_members(previous) if previous else None
-    with status.running("reading logs…"):
-        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
+    result = run_inputs(sources, kwargs, threshold=threshold, previous=previous, status=status)
     report = result.clusters.filter(
         (pl.col("n_accounts") >= min_size) & (pl.col("score") >= min_score)
     )

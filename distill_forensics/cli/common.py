@@ -26,6 +26,7 @@ from rich.progress import (
 from distill_forensics.errors import EXIT_INTERNAL, DistillForensicsError, InputError
 
 if TYPE_CHECKING:
+    from distill_forensics.cli.sources import Sources
     from distill_forensics.extract import Evidence
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -336,11 +337,9 @@ def _log_inputs(logs: Sequence[str], accounts: str | None) -> list[str]:
 
 def check_outputs(
     outputs: Mapping[str, str | None],
-    logs: Sequence[str],
-    accounts: str | None,
+    sources: Sources,
     *,
     tables: bool = True,
-    store: str | None = None,
     previous: str | None = None,
     may_replace_previous: Sequence[str] = (),
 ) -> None:
@@ -352,17 +351,18 @@ def check_outputs(
 
     Each path as :func:`~distill_forensics.write.check_output` has it (with
     ``tables``, a known table type; an existing directory); two options may
-    not name one file; no output may be an input file (``logs`` or the
-    ``accounts`` table) or lie inside an input directory or match an input
-    glob, where it would overwrite the logs or be read as logs by the next
-    run, or lie inside the evidence ``store`` read.
+    not name one file; no output may be an input file (the ``sources``' logs or
+    accounts table) or lie inside an input directory or match an input glob,
+    where it would overwrite the logs or be read as logs by the next run, or lie
+    inside the evidence store read.
     """
     from distill_forensics.evidence import PREFIX
     from distill_forensics.write import check_output, check_place
 
-    inputs = _log_inputs(logs, accounts)
+    inputs = _log_inputs(sources.logs, sources.accounts)
     given = _Inputs(inputs)
     # The store, and its days where they are links to folders elsewhere.
+    store = sources.evidence
     kept = _store_places(store, PREFIX) if store else []
     seen: dict[Path, str] = {}
     for option, path in outputs.items():

@@ -16,10 +16,7 @@ from distill_forensics.cli.common import (
     warn_evidence,
 )
 from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
-from distill_forensics.diff import read_members
 from distill_forensics.graph import MAX_EDGES, build_graph, graph_format, write_graph
-from distill_forensics.pipeline import Options
-from distill_forensics.score import ScoreOptions
 
 
 @click.command()
@@ -89,12 +86,9 @@ def graph(
     )
     kwargs = resolve_inputs(column, config, time_from, time_to)
     graph_format(output)  # a wrong file name fails before the run, not after it
-    check_outputs({"-o": output}, logs, accounts, tables=False, store=evidence)
-    prior = read_members(previous) if previous else None
+    check_outputs({"-o": output}, sources, tables=False)
     status = Status(quiet)
-    with status.running("reading logs…"):
-        options = Options(score=ScoreOptions(threshold=threshold))
-        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
+    result = run_inputs(sources, kwargs, threshold=threshold, previous=previous, status=status)
     g = build_graph(result, cluster_id=cluster_id, bipartite=bipartite, max_edges=max_edges)
     write_graph(g, output)
     status.message(f"{output}: {g.number_of_nodes():,} nodes, {g.number_of_edges():,} edges")

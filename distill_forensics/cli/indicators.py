@@ -20,12 +20,9 @@ from distill_forensics.cli.common import (
     warn_evidence,
 )
 from distill_forensics.cli.sources import check_sources, evidence_options, run_inputs
-from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.indicators import MIN_SHARE, to_stix
 from distill_forensics.indicators import indicators as find_indicators
-from distill_forensics.pipeline import Options
-from distill_forensics.score import ScoreOptions
 from distill_forensics.write import FORMATS, table_file, to_csv_text, write_files
 
 HASH_KEY_ENV = "DISTILL_FORENSICS_HASH_KEY"
@@ -127,10 +124,8 @@ def indicators(
     # Both outputs are checked before the run: a failure leaves neither written.
     check_outputs(
         {"-o": output, "--stix-output": stix_output},
-        logs,
-        accounts,
+        sources,
         tables=False,
-        store=evidence,
         previous=previous,
     )
     status = Status(quiet)
@@ -139,10 +134,7 @@ def indicators(
             f"hash key shorter than {SHORT_KEY} bytes: whoever guesses it can test "
             "emails and account ids against the hashes"
         )
-    options = Options(score=ScoreOptions(threshold=threshold))
-    prior = read_members(previous) if previous else None
-    with status.running("reading logs…"):
-        result = run_inputs(sources, kwargs, options=options, status=status, previous=prior)
+    result = run_inputs(sources, kwargs, threshold=threshold, previous=previous, status=status)
     table = find_indicators(result, hash_key.encode("utf-8"), min_share=min_share)
     files = [table_file(table, output)] if output else []
     if stix_output:

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import click
 import polars as pl
 
+from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
 from distill_forensics.evidence import days_in_window, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
+from distill_forensics.score import ScoreOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,16 +81,30 @@ def run_inputs(
     sources: Sources,
     inputs: dict[str, Any],
     *,
-    options: Options,
+    threshold: float,
+    previous: str | None,
     status: Status,
-    previous: pl.DataFrame | None,
 ) -> ClusterResult:
-    """The run of the raw logs or of the days of the evidence store in the window.
+    """The run of the raw logs or of the days of the evidence store in the window, at
+    ``--threshold`` and with the ``--previous`` members table's ids, shown on ``status``.
 
     ``inputs`` are :func:`~distill_forensics.cli.common.resolve_inputs`'s keyword
     arguments; with a store, ``--from`` and ``--to`` must be whole days and days the
     window lacks are named in a warning.
     """
+    options = Options(score=ScoreOptions(threshold=threshold))
+    prior = read_members(previous) if previous else None
+    with status.running("reading logs…"):
+        return _run(sources, inputs, options, status, prior)
+
+
+def _run(
+    sources: Sources,
+    inputs: dict[str, Any],
+    options: Options,
+    status: Status,
+    previous: pl.DataFrame | None,
+) -> ClusterResult:
     evidence, window = sources.evidence, sources.window
     if not evidence:
         return run_cluster(
