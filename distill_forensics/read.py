@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from distill_forensics.cells import short_rows
 from distill_forensics.errors import InputError
 from distill_forensics.normalize import ip_clean
 from distill_forensics.schema import (
@@ -55,6 +57,7 @@ from distill_forensics.schema import (
     BAD,
     EXTRA_CELLS,
     IP_INVALID,
+    MISSING_CELLS,
     REQUIRED,
     ROW_FLAGS,
     SCHEMA,
@@ -90,6 +93,8 @@ MALFORMED_REASONS: dict[str, str] = {
     "invalid_ip": "ip is not a valid IPv4/IPv6 address; row kept with ip null",
     "invalid_tokens": "a token count is negative or not a whole number; row kept with it null",
     "extra_cells": "CSV row with more cells than the header; row kept, the extra cells ignored",
+    "missing_cells": "CSV row with fewer cells than the header (cut short); row kept, the "
+    "missing cells empty",
     "invalid_utf8": "CSV text with bytes that are not UTF-8 (read as U+FFFD) or with U+FFFD "
     "itself; row kept",
 }
@@ -98,8 +103,9 @@ ACCOUNT_PROBLEMS: dict[str, str] = {
     "duplicate_account_rows": "accounts table rows repeating an account_id; each account "
     "keeps the least value of each column, whatever the row order",
     "null_account_rows": "accounts table rows without an account_id; skipped",
-    "damaged_account_rows": "accounts table CSV rows with more cells than the header or bytes "
-    "that are not UTF-8; kept as for log rows (extra_cells, invalid_utf8)",
+    "damaged_account_rows": "accounts table CSV rows with more or fewer cells than the header "
+    "or bytes that are not UTF-8; kept as for log rows (extra_cells, missing_cells, "
+    "invalid_utf8)",
     "unreadable_created_at": "accounts table rows whose created_at is not a recognised "
     "date/time; kept without it (the signup time signals miss them)",
     "accounts_not_in_table": "accounts in the logs without a row in the accounts table",
@@ -112,11 +118,13 @@ _CSV_NULLS = ["NULL", "null", "None", "NaN", "nan", r"\N"]
 _MAX_LISTED_COLUMNS = 20
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 _EXTRA = "\x00extra cells"
+_ROW = "\x00row"
+"""In a CSV file's frame with rows cut short, each row's number (see :func:`_scan`)."""
 _CREATED_GIVEN = "\x00created_at given"
 """Whether a row's created_at had a value before it was read as a time (see _frame)."""
 _CREATED_UNREADABLE = "\x00created_at unreadable"
 """In a CSV file's frame, a column after the header's last: each row's first cell past it."""
-_FILE_FLAGS = (TOKENS_INVALID, EXTRA_CELLS, UTF8_INVALID)
+_FILE_FLAGS = (TOKENS_INVALID, EXTRA_CELLS, MISSING_CELLS, UTF8_INVALID)
 """The ``ROW_FLAGS`` columns set file by file (:func:`_frame`); ``ip`` is checked once."""
 
 # Mapping keys with this prefix name columns of the accounts table, not of the logs.
@@ -327,7 +335,7 @@ def _unreadable(files: Sequence[Path]) -> Path | None:
     for path in files:
         try:
             for f in _expand([path]):
-                lf, _, _ = _scan(f)
+                lf, *_ = _scan(f)
                 lf.sink_batches(lambda _: None)
         except (InputError, pl.exceptions.PolarsError, OSError, EOFError):
             return path
@@ -564,8 +572,10 @@ def _check_parquet(path: Path) -> int:
     return int(meta.num_rows)
 
 
-def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
-    """The file as a lazy frame, its schema and its rows when the format says so cheaply."""
+def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None, np.ndarray | None]:
+    """The file as a lazy frame, its schema, its rows when the format says so cheaply,
+    and for CSV, the numbers of its rows with fewer cells than the header (the frame
+    then has their numbers, ``_ROW``, when there are any)."""
     rows = None
     try:
         if f.fmt == "parquet":
@@ -587,20 +597,26 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None]:
             # the header names: a row with more cells fills it and is counted, where
             # polars would otherwise cut it short unseen.
             schema = pl.scan_csv(f.path, infer_schema=False, **options).collect_schema()
-            if _EXTRA in schema:
-                raise InputError(f"{f.path}: a column is named {_EXTRA!r}; rename it")
+            for name in (_EXTRA, _ROW):
+                if name in schema:
+                    raise InputError(f"{f.path}: a column is named {name!r}; rename it")
+            skip = 1 + _empty_lines_before_header(f.path)
             lf = pl.scan_csv(
                 f.path,
                 has_header=False,
-                skip_rows=1 + _empty_lines_before_header(f.path),
+                skip_rows=skip,
                 schema={**dict.fromkeys(schema.names(), pl.String()), _EXTRA: pl.String()},
                 missing_columns="insert",
                 extra_columns="ignore",
                 truncate_ragged_lines=True,
                 **options,
             )
-            return lf, schema, rows
-        return lf, lf.collect_schema(), rows
+            # polars reads a row cut short as if its last cells were there and empty.
+            short = short_rows(f.path, _SEPARATORS[f.fmt], len(schema), skip)
+            if len(short):
+                lf = lf.with_row_index(_ROW)
+            return lf, schema, rows, short
+        return lf, lf.collect_schema(), rows, None
     except FileNotFoundError:
         raise InputError(f"{f.path}: file not found") from None
     except PermissionError:
@@ -672,6 +688,7 @@ class _Plan:
     dtypes: dict[str, pl.DataType]  # source column (or hive key) -> dtype
     in_file: frozenset[str]  # names that are real columns of the file, not hive keys
     rows: int | None  # rows in the file, from a Parquet footer; None for text formats
+    short_rows: np.ndarray | None  # CSV rows with fewer cells than the header (see _scan)
 
 
 def _plan(
@@ -685,7 +702,7 @@ def _plan(
     fallback: Mapping[str, str] | None = None,
 ) -> _Plan:
     """Resolve canonical columns against one file's schema (and its hive directories)."""
-    lf, schema, rows = _scan(f)
+    lf, schema, rows, short = _scan(f)
     dtypes: dict[str, pl.DataType] = dict(schema.items())
     for key in f.hive:
         dtypes.setdefault(key, pl.String())
@@ -743,7 +760,7 @@ def _plan(
                     f"{f.path}: column {repeated.group(1)!r} appears more than once in the "
                     "header; rename or remove the repeats"
                 )
-    return _Plan(f, lf, sources, dtypes, frozenset(schema.names()), rows)
+    return _Plan(f, lf, sources, dtypes, frozenset(schema.names()), rows, short)
 
 
 # ---------------------------------------------------------------------------
@@ -986,14 +1003,18 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
 
     # Text polars read leniently: extra cells, and bytes not UTF-8 (read as U+FFFD),
     # in the columns used. Parquet text is UTF-8 by the format's rules.
-    extra = utf8 = pl.lit(False)
+    extra = missing = utf8 = pl.lit(False)
     if plan.file.fmt != "parquet":
         extra = pl.col(_EXTRA).is_not_null()
+        if plan.short_rows is not None and len(plan.short_rows):
+            missing = pl.col(_ROW).cast(pl.Int64).is_in(pl.Series(plan.short_rows).implode())
         used = sorted({s for s in plan.sources.values() if s in plan.in_file})
         if used:
             replaced = (pl.col(s).str.contains("\ufffd", literal=True) for s in used)
             utf8 = pl.any_horizontal(replaced).fill_null(False)
-    stages[0].extend([extra.alias(EXTRA_CELLS), utf8.alias(UTF8_INVALID)])
+    stages[0].extend(
+        [extra.alias(EXTRA_CELLS), missing.alias(MISSING_CELLS), utf8.alias(UTF8_INVALID)]
+    )
     frame = plan.frame.select(stages[0])
     for exprs in stages[1:]:
         frame = frame.with_columns(exprs)
@@ -1005,6 +1026,7 @@ def _frame(plan: _Plan, present: Sequence[str]) -> pl.LazyFrame:
         *(pl.col(c).cast(SCHEMA[c]) for c in present),
         flag.alias(TOKENS_INVALID),
         EXTRA_CELLS,
+        MISSING_CELLS,
         UTF8_INVALID,
         unreadable.alias(_CREATED_UNREADABLE),
     )
@@ -1049,7 +1071,9 @@ def _read_accounts(
     with read_errors([where]):
         table = frame.collect()
     rows = table.height
-    damaged = table.select((pl.col(EXTRA_CELLS) | pl.col(UTF8_INVALID)).sum()).item()
+    damaged = table.select(
+        (pl.col(EXTRA_CELLS) | pl.col(MISSING_CELLS) | pl.col(UTF8_INVALID)).sum()
+    ).item()
     table = table.filter(pl.col("account_id").is_not_null())
     unreadable = table.get_column(_CREATED_UNREADABLE).sum()
     table = table.drop(*_FILE_FLAGS, _CREATED_UNREADABLE)

@@ -53,12 +53,14 @@ BAD = "_bad"  # String: why the row cannot be used, null when usable
 IP_INVALID = "_ip_invalid"  # Boolean: `ip` held text that is not an IP address
 TOKENS_INVALID = "_tokens_invalid"  # Boolean: a token count was negative or not a number
 EXTRA_CELLS = "_extra_cells"  # Boolean: a CSV row had more cells than its header
+MISSING_CELLS = "_missing_cells"  # Boolean: a CSV row had fewer cells than its header
 UTF8_INVALID = "_utf8_invalid"  # Boolean: text read held bytes that are not UTF-8
 
 ROW_FLAGS: dict[str, str] = {
     "invalid_ip": IP_INVALID,
     "invalid_tokens": TOKENS_INVALID,
     "extra_cells": EXTRA_CELLS,
+    "missing_cells": MISSING_CELLS,
     "invalid_utf8": UTF8_INVALID,
 }
 """Malformed-row reasons that keep the row, and the Boolean column marking each."""

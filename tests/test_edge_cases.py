@@ -292,24 +292,25 @@ def test_csv_rows_read_leniently_are_counted_through_to_the_store(tmp_path):
     lines[1] = lines[1].rstrip(b"\n") + b",spilled\n"
     lines[2] = lines[2].rstrip(b"\n") + b",spilled,over\n"
     lines[3] = lines[3].rstrip(b"\n") + b"\xe9\n"
+    lines[4] = lines[4].rsplit(b",", 1)[0] + b"\n"  # cut short: no model cell
     csv_path = tmp_path / "logs.csv"
     csv_path.write_bytes(b"".join(lines))
     result = run_cluster(csv_path, accounts)
-    assert result.evidence.malformed == {"extra_cells": 2, "invalid_utf8": 1}
+    assert result.evidence.malformed == {"extra_cells": 2, "missing_cells": 1, "invalid_utf8": 1}
     assert result.evidence.accounts["n_requests"].sum() == frame.height  # rows kept
 
     store = tmp_path / "store"
     run = _cli("extract", csv_path, "--accounts", accounts, "-o", store)
     assert run.exit_code == 0, run.stderr
-    assert "skipped or repaired: extra_cells 2, invalid_utf8 1" in run.stderr
+    assert "skipped or repaired: extra_cells 2, invalid_utf8 1, missing_cells 1" in run.stderr
     per_day: dict[str, int] = {}
     for meta in store.glob("day=*/meta.json"):
         for reason, n in json.loads(meta.read_text())["counts"].items():
             per_day[reason] = per_day.get(reason, 0) + n
-    assert (per_day["extra_cells"], per_day["invalid_utf8"]) == (2, 1)
+    assert (per_day["extra_cells"], per_day["missing_cells"], per_day["invalid_utf8"]) == (2, 1, 1)
     run = _cli("cluster", "--evidence", store, "-o", tmp_path / "report.csv")
     assert run.exit_code == 0, run.stderr
-    assert "skipped or repaired: extra_cells 2, invalid_utf8 1" in run.stderr
+    assert "skipped or repaired: extra_cells 2, invalid_utf8 1, missing_cells 1" in run.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -472,6 +472,7 @@ def test_malformed_counts(tmp_path: Path) -> None:
         "invalid_ip": 2,
         "invalid_tokens": 3,
         "extra_cells": 0,
+        "missing_cells": 0,
         "invalid_utf8": 0,
     }
     assert list(malformed_counts(source)) == list(MALFORMED_REASONS)
@@ -498,15 +499,15 @@ def test_extra_cells_and_bytes_not_utf8_are_counted(tmp_path: Path, name: str) -
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     source = read_logs([path])
     counts = malformed_counts(source)
-    assert (counts["extra_cells"], counts["invalid_utf8"]) == (1, 1)
+    assert (counts["extra_cells"], counts["missing_cells"], counts["invalid_utf8"]) == (1, 1, 1)
     # The rows are kept, cut to the header; a short row has nulls.
-    assert rows(source, "account_id", "ip", "_extra_cells", "_utf8_invalid") == [
-        ("a1", "1.2.3.4", False, False),
-        ("a2", "1.2.3.5", True, False),
-        ("a3", "1.2.3.6", False, False),
-        ("caf\ufffd", "1.2.3.7", False, True),
-        ("a5", "1.2.3.8", False, False),
-        ("a6", None, False, False),
+    assert rows(source, "account_id", "ip", "_extra_cells", "_missing_cells", "_utf8_invalid") == [
+        ("a1", "1.2.3.4", False, False, False),
+        ("a2", "1.2.3.5", True, False, False),
+        ("a3", "1.2.3.6", False, False, False),
+        ("caf\ufffd", "1.2.3.7", False, False, True),
+        ("a5", "1.2.3.8", False, False, False),
+        ("a6", None, False, True, False),
     ]
 
 
@@ -613,6 +614,7 @@ def test_source_lists_present_and_missing_columns(tmp_path: Path) -> None:
         "_ip_invalid",
         "_tokens_invalid",
         "_extra_cells",
+        "_missing_cells",
         "_utf8_invalid",
     ]
 
