@@ -3,10 +3,14 @@
 polars pads a row cut short with empty cells, the same as cells present and
 empty, so such rows would pass unseen. One compiled pass over the bytes (after
 decompression, as polars detects it) finds them by their record numbers, which
-are polars' row numbers for the same file. Quoting is followed as polars splits
-rows: every quote character opens or closes a quoted stretch, in which
-separators and line ends are text. An empty line is not a short row (it is a
-row without a timestamp, counted as such).
+are polars' row numbers for the same file. Quotes are followed as polars
+follows them in RFC 4180 files: rows end at a line end outside quotes, every
+quote character opening or closing a quoted stretch; cells end at a separator,
+except within a cell that starts with a quote, where quotes open and close
+quoted text (a quote inside an unquoted cell is text for the cells, as polars
+reads most such rows; it reads some otherwise, so a file quoted that way may
+have a row flagged or missed). An empty line is not a short row (it is a row
+without a timestamp, counted as such).
 """
 
 from __future__ import annotations
@@ -30,11 +34,22 @@ _WINDOW = 64 << 20
 
 # The compressions polars' CSV reader recognises by their first bytes.
 _GZIP = b"\x1f\x8b"
-_ZLIB = (b"\x78\x01", b"\x78\x9c", b"\x78\xda")
+_ZLIB = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 _ZSTD = b"\x28\xb5\x2f\xfd"
 
 # The scan's state between pieces of a file (see _scan_records).
-_IN_QUOTES, _CELLS, _NONEMPTY, _RECORD, _TO_SKIP = range(5)
+_IN_QUOTES, _CELLS, _NONEMPTY, _RECORD, _TO_SKIP, _QUOTED_CELL, _IN_CELL_QUOTES, _AT_START = range(
+    8
+)
+
+
+def _state(skip: int = 0) -> np.ndarray:
+    """The scan's state at the start of a record (``skip`` records yet to pass over)."""
+    state = np.zeros(8, dtype=np.int64)
+    state[_CELLS] = 1
+    state[_TO_SKIP] = skip
+    state[_AT_START] = 1
+    return state
 
 
 @compiled
@@ -47,26 +62,39 @@ def _scan_records(
     out: np.ndarray,
     n_out: int,
 ) -> tuple[np.ndarray, int]:
-    """Scan one piece of a file, carrying ``state`` (in quotes, cells of the current
-    record, whether it has a byte other than a carriage return, its record number,
-    records still to skip) from the piece before. Record numbers of the complete
-    records with fewer than ``wanted`` cells are added to ``out[:n_out]`` (grown
-    when full); returns ``out`` and the new count."""
+    """Scan one piece of a file, carrying ``state`` from the piece before: whether the
+    row is in quotes, the cells of the current record so far, whether it has a byte
+    other than a carriage return, its record number, records still to skip, whether
+    the current cell started with a quote and is in quotes, and whether a cell has
+    just started. Record numbers of the records with fewer than ``wanted`` cells
+    are added to ``out[:n_out]`` (grown when full); returns ``out`` and the new
+    count."""
     in_quotes = state[_IN_QUOTES]
     cells = state[_CELLS]
     nonempty = state[_NONEMPTY]
     record = state[_RECORD]
     to_skip = state[_TO_SKIP]
+    quoted_cell = state[_QUOTED_CELL]
+    in_cell_quotes = state[_IN_CELL_QUOTES]
+    at_start = state[_AT_START]
     for b in buf:
+        if in_cell_quotes and b != quote and in_quotes:
+            continue  # (quoted text: most of a prompt's bytes)
         if b == quote:
             in_quotes ^= 1
             nonempty = 1
-        elif in_quotes:
-            continue
+            if at_start:
+                quoted_cell = 1
+                at_start = 0
+            if quoted_cell:
+                in_cell_quotes ^= 1
         elif b == sep:
-            cells += 1
             nonempty = 1
-        elif b == 10:
+            if not in_cell_quotes:
+                cells += 1
+                quoted_cell = 0
+                at_start = 1
+        elif b == 10 and not in_quotes:
             if to_skip > 0:
                 to_skip -= 1
             else:
@@ -80,13 +108,21 @@ def _scan_records(
                 record += 1
             cells = 1
             nonempty = 0
-        elif b != 13:
-            nonempty = 1
+            quoted_cell = 0
+            in_cell_quotes = 0
+            at_start = 1
+        else:
+            if b != 13:
+                nonempty = 1
+            at_start = 0
     state[_IN_QUOTES] = in_quotes
     state[_CELLS] = cells
     state[_NONEMPTY] = nonempty
     state[_RECORD] = record
     state[_TO_SKIP] = to_skip
+    state[_QUOTED_CELL] = quoted_cell
+    state[_IN_CELL_QUOTES] = in_cell_quotes
+    state[_AT_START] = at_start
     return out, n_out
 
 
@@ -132,7 +168,7 @@ def _scan_window(
         cuts.append(start)
         in_quotes = 0  # (a record starts outside quotes)
     cuts.append(len(piece))
-    states = [state] + [np.array([0, 1, 0, 0, 0], dtype=np.int64) for _ in cuts[2:]]
+    states = [state] + [_state() for _ in cuts[2:]]
 
     def scan(k: int) -> np.ndarray:
         out, n_out = _scan_records(
@@ -150,7 +186,8 @@ def _scan_window(
 
 def _inflated(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
     """A zlib or gzip stream's bytes (with ``members``, gzip members one after another,
-    as concatenated .gz files are), at most a window at a time."""
+    as concatenated .gz files are), at most a window at a time. Whether the data is
+    complete is polars' to say as it reads the rows."""
     inflate = zlib.decompressobj(wbits)
     data = b""
     while True:
@@ -158,16 +195,16 @@ def _inflated(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
             data = fh.read(_WINDOW // 4)
             if not data:
                 break
-        if inflate.eof:
-            if not members:
-                break
-            data = inflate.unused_data + data
-            inflate = zlib.decompressobj(wbits)
         yield inflate.decompress(data, _WINDOW)
         data = inflate.unconsumed_tail
+        if inflate.eof:
+            if not members:
+                return
+            yield inflate.flush()
+            # The bytes after this member start the next (read on when it ends here).
+            data = inflate.unused_data + data
+            inflate = zlib.decompressobj(wbits)
     yield inflate.flush()
-    if not inflate.eof:
-        raise EOFError("compressed data ends before its end marker (truncated?)")
 
 
 def _pieces(path: Path) -> Iterator[np.ndarray]:
@@ -209,7 +246,7 @@ def short_rows(path: Path, separator: str, cells: int, skip: int) -> np.ndarray:
     Raises OSError for a file that cannot be read and ValueError for one that
     cannot be decompressed.
     """
-    state = np.array([0, 1, 0, 0, skip], dtype=np.int64)
+    state = _state(skip)
     found: list[np.ndarray] = []
     sep, quote = ord(separator), ord('"')
     threads = numba.get_num_threads()

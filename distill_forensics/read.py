@@ -352,7 +352,7 @@ def malformed_counts(source: Source) -> dict[str, int]:
 
     >>> malformed_counts(source)  # doctest: +SKIP
     {'unparseable_timestamp': 3, 'null_account_id': 0, 'invalid_ip': 12, 'invalid_tokens': 1,
-     'extra_cells': 0, 'invalid_utf8': 0}
+     'extra_cells': 0, 'missing_cells': 0, 'invalid_utf8': 0}
     """
     rows = source.frame if source.log_rows is None else source.log_rows
     row = rows.select(malformed_sums()).collect().row(0, named=True)
