@@ -361,6 +361,25 @@ def test_outputs_are_not_written_into_the_evidence_store(store, command, option,
 
 
 @pytest.mark.parametrize("command", ["cluster", "graph", "indicators"])
+def test_a_folder_without_days_is_not_a_store(tmp_path, command):
+    # An output below the folder given: refused for what the folder is not, a store,
+    # rather than for lying in one.
+    out = tmp_path / "work" / ("net.graphml" if command == "graph" else "out.csv")
+    out.parent.mkdir()
+    result = CliRunner().invoke(
+        main,
+        [command, "--evidence", str(tmp_path), "-o", str(out)],
+        env={"DISTILL_FORENSICS_HASH_KEY": "k" * 32},
+    )
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert (
+        result.stderr == f"error: {tmp_path}: holds no evidence days; give the folder "
+        "`distill-forensics extract LOGS -o DIR` wrote\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["cluster", "graph", "indicators"])
 @pytest.mark.parametrize(
     ("inputs", "needle"),
     [

@@ -16,7 +16,7 @@ import polars as pl
 
 from distill_forensics.diff import read_members
 from distill_forensics.errors import InputError
-from distill_forensics.evidence import days_in_window, read_days
+from distill_forensics.evidence import days_in_window, evidence_days, read_days
 from distill_forensics.pipeline import ClusterResult, Options, analyze, run_cluster
 from distill_forensics.score import ScoreOptions
 
@@ -61,8 +61,9 @@ def check_sources(
     config: str | None,
 ) -> Sources:
     """The command's sources; refuses LOGS and ``--evidence`` together (or neither),
-    ``--window`` without a store, and the options that shaped `extract`'s reading given
-    beside a store."""
+    ``--window`` without a store, the options that shaped `extract`'s reading given
+    beside a store, and a store without any day (before outputs are checked against
+    it: an output in a folder that is not a store is not refused as if it were)."""
     if bool(logs) == bool(evidence):
         raise InputError("give either LOGS or --evidence DIR (one of them, not both)")
     if window and not evidence:
@@ -74,6 +75,11 @@ def check_sources(
                     f"{option} goes with raw LOGS: the evidence store holds what `extract` "
                     f"read; give {option} to `distill-forensics extract` instead"
                 )
+        if not evidence_days(evidence):
+            raise InputError(
+                f"{evidence}: holds no evidence days; give the folder `distill-forensics "
+                f"extract LOGS -o DIR` wrote"
+            )
     return Sources(logs, evidence, window, accounts)
 
 
