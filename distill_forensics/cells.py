@@ -32,6 +32,9 @@ from distill_forensics.jit import compiled
 _WINDOW = 64 << 20
 """Bytes scanned at a time: a mapped window of a plain file, or a decompressed piece."""
 
+_READ = 1 << 16
+"""Compressed bytes read at a time."""
+
 # The compressions polars' CSV reader recognises by their first bytes.
 _GZIP = b"\x1f\x8b"
 _ZLIB = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
@@ -186,13 +189,28 @@ def _scan_window(
 
 def _inflated(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
     """A zlib or gzip stream's bytes (with ``members``, gzip members one after another,
-    as concatenated .gz files are), at most a window at a time. Whether the data is
+    as concatenated .gz files are), about a window at a time. Whether the data is
     complete is polars' to say as it reads the rows."""
+    held: list[bytes] = []
+    size = 0
+    for piece in _inflated_pieces(fh, wbits, members=members):
+        held.append(piece)
+        size += len(piece)
+        if size >= _WINDOW:
+            yield b"".join(held)
+            held, size = [], 0
+    yield b"".join(held)
+
+
+def _inflated_pieces(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
+    """:func:`_inflated`'s bytes as zlib gives them, from reads of ``_READ`` bytes: small,
+    so the bytes after a member's end (copied at each member) stay few however many
+    members there are."""
     inflate = zlib.decompressobj(wbits)
     data = b""
     while True:
         if not data:
-            data = fh.read(_WINDOW // 4)
+            data = fh.read(_READ)
             if not data:
                 break
         yield inflate.decompress(data, _WINDOW)
