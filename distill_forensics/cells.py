@@ -16,16 +16,16 @@ without a timestamp, counted as such).
 from __future__ import annotations
 
 import mmap
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numba
 import numpy as np
 import pyarrow as pa
+from isal import isal_zlib
 
 from distill_forensics.jit import compiled
 
@@ -39,6 +39,13 @@ _READ = 1 << 16
 _GZIP = b"\x1f\x8b"
 _ZLIB = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 _ZSTD = b"\x28\xb5\x2f\xfd"
+
+_UNREADABLE: tuple[type[BaseException], ...] = (
+    cast(type[BaseException], isal_zlib.error),  # (a class; its stub says an instance)
+    EOFError,
+    pa.ArrowInvalid,
+)
+"""What decompressing data that is not what its first bytes say raises."""
 
 # The scan's state between pieces of a file (see _scan_records).
 _IN_QUOTES, _CELLS, _NONEMPTY, _RECORD, _TO_SKIP, _QUOTED_CELL, _IN_CELL_QUOTES, _AT_START = range(
@@ -203,10 +210,10 @@ def _inflated(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
 
 
 def _inflated_pieces(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[bytes]:
-    """:func:`_inflated`'s bytes as zlib gives them, from reads of ``_READ`` bytes: small,
-    so the bytes after a member's end (copied at each member) stay few however many
-    members there are."""
-    inflate = zlib.decompressobj(wbits)
+    """:func:`_inflated`'s bytes as the decompressor gives them, from reads of ``_READ``
+    bytes: small, so the bytes after a member's end (copied at each member) stay few
+    however many members there are."""
+    inflate = isal_zlib.decompressobj(wbits)
     data = b""
     while True:
         if not data:
@@ -221,7 +228,7 @@ def _inflated_pieces(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[byt
             yield inflate.flush()
             # The bytes after this member start the next (read on when it ends here).
             data = inflate.unused_data + data
-            inflate = zlib.decompressobj(wbits)
+            inflate = isal_zlib.decompressobj(wbits)
     yield inflate.flush()
 
 
@@ -272,7 +279,7 @@ def short_rows(path: Path, separator: str, cells: int, skip: int) -> np.ndarray:
         with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
             for piece in _pieces(path):
                 found.append(_scan_window(piece, sep, quote, cells, state, pool, threads))
-    except (zlib.error, EOFError, pa.ArrowInvalid) as exc:
+    except _UNREADABLE as exc:
         raise ValueError(f"cannot decompress: {exc}") from None
     # A last row without a line end.
     if state[_TO_SKIP] == 0 and state[_NONEMPTY] and state[_CELLS] < cells:
