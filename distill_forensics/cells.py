@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import numba
 import numpy as np
@@ -232,6 +232,16 @@ def _inflated_pieces(fh: BinaryIO, wbits: int, *, members: bool) -> Iterator[byt
     yield inflate.flush()
 
 
+def _ahead(pieces: Iterator[Any]) -> Iterator[Any]:
+    """``pieces``, each one decompressed in a thread of its own while the one before is
+    scanned (the decompressors let go of the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        upcoming = ahead.submit(next, pieces, None)
+        while (piece := upcoming.result()) is not None:
+            upcoming = ahead.submit(next, pieces, None)
+            yield piece
+
+
 def _pieces(path: Path) -> Iterator[np.ndarray]:
     """The file's bytes, decompressed as polars would, a window at a time (never the
     whole file in memory)."""
@@ -240,12 +250,12 @@ def _pieces(path: Path) -> Iterator[np.ndarray]:
         fh.seek(0)
         if head.startswith(_ZSTD):
             stream = pa.CompressedInputStream(pa.PythonFile(fh, mode="r"), "zstd")
-            while piece := stream.read(_WINDOW):
+            for piece in _ahead(iter(lambda: stream.read(_WINDOW), b"")):
                 yield np.frombuffer(piece, dtype=np.uint8)
             return
         if head[:2] == _GZIP or head[:2] in _ZLIB:
             gzip = head[:2] == _GZIP
-            for piece in _inflated(fh, 31 if gzip else 15, members=gzip):
+            for piece in _ahead(_inflated(fh, 31 if gzip else 15, members=gzip)):
                 yield np.frombuffer(piece, dtype=np.uint8)
             return
         size = path.stat().st_size

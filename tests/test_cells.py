@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import distill_forensics.cells as cells_module
@@ -66,6 +67,7 @@ def test_short_rows_are_the_rows_polars_fills_up(
             ("a.csv.gz", gzip.compress(data)),
             ("z.csv.gz", zlib.compress(data, level)),
             ("t.csv.gz", zlib.compress(data, level)[:-4]),  # no checksum: polars reads it
+            ("s.csv.gz", pa.compress(data, "zstd", asbytes=True)),
             # Two gzip members, as `cat a.gz b.gz` makes.
             ("m.csv.gz", gzip.compress(data[:half]) + gzip.compress(data[half:])),
         ]:
