@@ -234,22 +234,61 @@ def write_files(files: Sequence[tuple[str | Path, Writer]]) -> None:
 
     Readers see the old files or the whole new ones. When any cannot be written,
     none is replaced: a nightly job never finds tonight's report beside last
-    night's members. (The renames come last; one failing after another succeeded,
-    on a directory whose permissions change under the run, is not undone.)
+    night's members. The renames come last; should one fail after others
+    succeeded (a directory whose permissions change under the run), those are
+    undone: the files they replaced come back from hard links made beforehand,
+    and files that were not there are removed. (Where hard links cannot be made,
+    a file replaced before the failure stays replaced.)
     """
     done: list[tuple[Path, Path]] = []
+    # Each target's file before the run: None when there was none, else a hard link to
+    # it (or the target itself, when no link could be made: it cannot come back).
+    before: dict[Path, Path | None] = {}
     try:
         for path, write in files:
             done.append((Path(path), _written(Path(path), write)))
-        for path, tmp in done:
+        for path, _ in done:
+            before[path] = _kept(path)
+        for k, (path, tmp) in enumerate(done):
             try:
                 os.replace(tmp, path)
             except OSError as exc:
+                _undo([p for p, _ in done[:k]], before)
                 raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         for _, tmp in done:
             with suppress(OSError):
                 tmp.unlink()
+        for path, link in before.items():
+            if link is not None and link != path:
+                with suppress(OSError):
+                    link.unlink()
+
+
+def _kept(path: Path) -> Path | None:
+    """A hard link beside ``path`` to the file there now; None when there is none, and
+    ``path`` itself when the file system makes no hard link."""
+    if not os.path.lexists(path):
+        return None
+    link = path.with_name(f".{path.name}.{os.getpid()}.old")
+    with suppress(OSError):
+        link.unlink()
+    try:
+        os.link(path, link, follow_symlinks=False)  # (a link to a symbolic link itself)
+    except (OSError, NotImplementedError):
+        return path
+    return link
+
+
+def _undo(replaced: Sequence[Path], before: dict[Path, Path | None]) -> None:
+    """Put back the ``replaced`` files as they were before: their old file, or none."""
+    for path in replaced:
+        link = before[path]
+        with suppress(OSError):
+            if link is None:
+                path.unlink()
+            elif link != path:
+                os.replace(link, path)
 
 
 def _written(path: Path, write: Writer) -> Path:

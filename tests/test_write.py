@@ -185,6 +185,37 @@ def test_files_written_together_are_all_replaced_or_none(tmp_path: Path) -> None
     assert pl.read_parquet(members).equals(table())
 
 
+@pytest.mark.parametrize("report_before", ["last night's report\n", None])
+def test_a_rename_that_fails_undoes_the_renames_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_before: str | None
+) -> None:
+    report, members = tmp_path / "report.csv", tmp_path / "members.csv"
+    if report_before is not None:
+        report.write_text(report_before)
+    members.write_text("last night's members\n")
+    renames: list[Path] = []
+
+    def replace(src, dst) -> None:  # the second rename of a new file into place fails
+        if str(src).endswith(".tmp"):
+            renames.append(Path(dst))
+            if len(renames) == 2:
+                raise PermissionError(13, "Permission denied")
+        os.rename(src, dst)
+
+    monkeypatch.setattr(write_module.os, "replace", replace)
+    with pytest.raises(InputError) as err:
+        write_files([table_file(table(), report), table_file(table(), members)])
+    assert str(err.value) == f"{members}: cannot write (Permission denied)"
+    assert renames == [report, members]
+    assert members.read_text() == "last night's members\n"
+    if report_before is None:
+        assert not report.exists()
+    else:
+        assert report.read_text() == report_before
+    left = ["members.csv", *(["report.csv"] if report_before else [])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
 def test_the_cluster_report_is_not_replaced_when_the_members_cannot_be_written(
     tmp_path: Path,
 ) -> None:
