@@ -234,27 +234,35 @@ def write_files(files: Sequence[tuple[str | Path, Writer]]) -> None:
 
     Readers see the old files or the whole new ones. When any cannot be written,
     none is replaced: a nightly job never finds tonight's report beside last
-    night's members. The renames come last; should one fail after others
-    succeeded (a directory whose permissions change under the run), those are
-    undone: the files they replaced come back from hard links made beforehand,
-    and files that were not there are removed. (Where hard links cannot be made,
-    a file replaced before the failure stays replaced.)
+    night's members. The renames come last; should one fail or be interrupted
+    after others succeeded (say a file system that turns read-only under the run),
+    those are undone where the file system still allows it: the files they
+    replaced come back from hard links made beforehand, and files that were not
+    there are removed. The error names any that could not be put back. (Where
+    hard links cannot be made, a file replaced before the failure stays replaced.)
     """
     done: list[tuple[Path, Path]] = []
-    # Each target's file before the run: None when there was none, else a hard link to
-    # it (or the target itself, when no link could be made: it cannot come back).
+    # Each target's file before the run, when several are renamed: None when there was
+    # none, else a hard link to it (or the target itself, when no link could be made:
+    # it cannot come back).
     before: dict[Path, Path | None] = {}
     try:
         for path, write in files:
             done.append((Path(path), _written(Path(path), write)))
-        for path, _ in done:
-            before[path] = _kept(path)
+        if len(done) > 1:
+            for path, _ in done:
+                before[path] = _kept(path)
         for k, (path, tmp) in enumerate(done):
             try:
                 os.replace(tmp, path)
-            except OSError as exc:
-                _undo([p for p, _ in done[:k]], before)
-                raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            except BaseException as exc:
+                stuck = _undo([p for p, _ in done[:k]], before)
+                if not isinstance(exc, OSError):
+                    raise
+                also = f"; already replaced, and could not be put back: {', '.join(stuck)}"
+                raise InputError(
+                    f"{path}: cannot write ({exc.strerror or exc}){also if stuck else ''}"
+                ) from None
     finally:
         for _, tmp in done:
             with suppress(OSError):
@@ -267,10 +275,11 @@ def write_files(files: Sequence[tuple[str | Path, Writer]]) -> None:
 
 def _kept(path: Path) -> Path | None:
     """A hard link beside ``path`` to the file there now; None when there is none, and
-    ``path`` itself when the file system makes no hard link."""
+    ``path`` itself when the file system makes no hard link. (One name per target, so
+    a link left by a killed run goes with the next run's.)"""
     if not os.path.lexists(path):
         return None
-    link = path.with_name(f".{path.name}.{os.getpid()}.old")
+    link = path.with_name(f".{path.name}.old")
     with suppress(OSError):
         link.unlink()
     try:
@@ -280,15 +289,22 @@ def _kept(path: Path) -> Path | None:
     return link
 
 
-def _undo(replaced: Sequence[Path], before: dict[Path, Path | None]) -> None:
-    """Put back the ``replaced`` files as they were before: their old file, or none."""
+def _undo(replaced: Sequence[Path], before: dict[Path, Path | None]) -> list[str]:
+    """Put back the ``replaced`` files as they were before, their old file or none;
+    returns those that could not be."""
+    stuck = []
     for path in replaced:
-        link = before[path]
-        with suppress(OSError):
+        link = before.get(path, path)
+        try:
             if link is None:
                 path.unlink()
             elif link != path:
                 os.replace(link, path)
+            else:
+                stuck.append(str(path))
+        except OSError:
+            stuck.append(str(path))
+    return stuck
 
 
 def _written(path: Path, write: Writer) -> Path:

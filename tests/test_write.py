@@ -185,27 +185,49 @@ def test_files_written_together_are_all_replaced_or_none(tmp_path: Path) -> None
     assert pl.read_parquet(members).equals(table())
 
 
+def _failing_second_rename(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException, *, undo_fails: bool = False
+) -> list[Path]:
+    """Make the second rename of a new file into place raise ``error`` (and with
+    ``undo_fails``, every rename and removal after it fail); returns the renames."""
+    renames: list[Path] = []
+    rename, unlink = os.replace, Path.unlink
+
+    def replace(src, dst) -> None:
+        if str(src).endswith(".tmp"):
+            renames.append(Path(dst))
+            if len(renames) == 2:
+                raise error
+        elif undo_fails and len(renames) >= 2:
+            raise PermissionError(13, "Permission denied")
+        rename(src, dst)
+
+    def remove(self: Path, missing_ok: bool = False) -> None:
+        if undo_fails and len(renames) >= 2 and not self.name.endswith(".tmp"):
+            raise PermissionError(13, "Permission denied")
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(write_module.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", remove)
+    return renames
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), KeyboardInterrupt()])
 @pytest.mark.parametrize("report_before", ["last night's report\n", None])
 def test_a_rename_that_fails_undoes_the_renames_before_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_before: str | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report_before: str | None, error
 ) -> None:
     report, members = tmp_path / "report.csv", tmp_path / "members.csv"
     if report_before is not None:
         report.write_text(report_before)
     members.write_text("last night's members\n")
-    renames: list[Path] = []
-
-    def replace(src, dst) -> None:  # the second rename of a new file into place fails
-        if str(src).endswith(".tmp"):
-            renames.append(Path(dst))
-            if len(renames) == 2:
-                raise PermissionError(13, "Permission denied")
-        os.rename(src, dst)
-
-    monkeypatch.setattr(write_module.os, "replace", replace)
-    with pytest.raises(InputError) as err:
+    renames = _failing_second_rename(monkeypatch, error)
+    with pytest.raises((InputError, KeyboardInterrupt)) as err:
         write_files([table_file(table(), report), table_file(table(), members)])
-    assert str(err.value) == f"{members}: cannot write (Permission denied)"
+    if isinstance(error, OSError):
+        assert str(err.value) == f"{members}: cannot write (Permission denied)"
+    else:
+        assert err.type is KeyboardInterrupt
     assert renames == [report, members]
     assert members.read_text() == "last night's members\n"
     if report_before is None:
@@ -214,6 +236,22 @@ def test_a_rename_that_fails_undoes_the_renames_before_it(
         assert report.read_text() == report_before
     left = ["members.csv", *(["report.csv"] if report_before else [])]
     assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_a_rename_that_cannot_be_undone_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report, members = tmp_path / "report.csv", tmp_path / "members.csv"
+    report.write_text("last night's report\n")
+    members.write_text("last night's members\n")
+    _failing_second_rename(monkeypatch, PermissionError(13, "Permission denied"), undo_fails=True)
+    with pytest.raises(InputError) as err:
+        write_files([table_file(table(), report), table_file(table(), members)])
+    assert str(err.value) == (
+        f"{members}: cannot write (Permission denied); already replaced, and could not be "
+        f"put back: {report}"
+    )
+    assert report.read_text() == to_csv_text(table())
 
 
 def test_the_cluster_report_is_not_replaced_when_the_members_cannot_be_written(
