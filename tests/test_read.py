@@ -10,9 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
+import hypothesis
 import polars as pl
 import pytest
+from hypothesis import strategies as st
 
+from distill_forensics import read as read_module
 from distill_forensics.errors import InputError
 from distill_forensics.read import (
     MALFORMED_REASONS,
@@ -839,3 +842,56 @@ def test_repeated_csv_header_is_an_input_error_when_read(tmp_path: Path) -> None
     # A repeated column the tool does not read is no concern of it.
     write(tmp_path / "notes.csv", "timestamp,account_id,note,note\n2026-03-01T12:00:00Z,a1,x,y\n")
     assert rows(read_logs([tmp_path / "notes.csv"]), "account_id") == [("a1",)]
+
+
+def _two(lo: int, hi: int) -> st.SearchStrategy[str]:
+    return st.integers(lo, hi).map(lambda v: f"{v:02d}")
+
+
+_TIME_TEXTS = st.one_of(
+    # Near the canonical shape: every field at and past its bounds, every zone form.
+    st.builds(
+        lambda sign, y, mo, d, sep, h, mi, sec, frac, zone: (
+            f"{sign}{y:04d}-{mo}-{d}{sep}{h}:{mi}:{sec}{frac}{zone}"
+        ),
+        st.sampled_from(["", "", "+"]),
+        st.integers(0, 9999),
+        _two(0, 13),
+        _two(0, 32),
+        st.sampled_from(["T", "T", " ", "t"]),
+        _two(0, 25),
+        _two(0, 61),
+        _two(0, 61),
+        st.one_of(st.just(""), st.text("0123456789", max_size=12).map(lambda f: "." + f)),
+        st.one_of(
+            st.sampled_from(["", "Z", "z", "UTC", " +0000"]),
+            st.builds(
+                lambda sign, hh, mm, colon: f"{sign}{hh}{colon}{mm}",
+                st.sampled_from(["+", "-"]),
+                _two(0, 26),
+                _two(0, 99),
+                st.sampled_from(["", ":"]),
+            ),
+            st.builds(lambda hh: f"+{hh}", _two(0, 26)),
+        ),
+    ),
+    st.integers(-(10**19), 10**19).map(str),
+    st.text("0123456789-:T.Z+ ", max_size=32),
+)
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(st.lists(_TIME_TEXTS, min_size=1, max_size=300))
+def test_times_of_the_common_shape_read_as_the_general_parse_reads_them(texts):
+    # The quick path for the shape nearly every export writes must not change a time.
+    frame = pl.DataFrame({"t": texts}).lazy()
+    quick = frame.select(read_module._stripped_stages("t", pl.col("t"))[0])
+    general = quick
+    for stage in read_module._text_time_stages("t", pl.col("t"))[1:]:
+        quick = quick.with_columns(stage)
+    general = general.with_columns(read_module._stripped_stages("t", pl.col("t"))[1])
+    for stage in read_module._general_time_stages("t"):
+        general = general.with_columns(stage)
+    got = quick.select(pl.col("t").dt.epoch("us")).collect().to_series().to_list()
+    want = general.select(pl.col("t").dt.epoch("us")).collect().to_series().to_list()
+    assert got == want
