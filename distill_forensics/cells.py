@@ -42,7 +42,6 @@ _ZSTD = b"\x28\xb5\x2f\xfd"
 
 _UNREADABLE: tuple[type[BaseException], ...] = (
     cast(type[BaseException], isal_zlib.error),  # (a class; its stub says an instance)
-    EOFError,
     pa.ArrowInvalid,
 )
 """What decompressing data that is not what its first bytes say raises."""
@@ -163,11 +162,11 @@ def _scan_window(
     parts: int,
 ) -> np.ndarray:
     """:func:`_scan_records` over one window, in ``parts`` parts scanned on ``pool``'s
-    threads (the kernels let go of the GIL): each part after the first starts at a
-    record start, found by counting the quotes before it, and its record numbers
-    are shifted by the records before it once those are known. The header's
-    window is scanned in one part."""
-    parts = parts if pool is not None and state[_TO_SKIP] == 0 else 1
+    threads (the kernels let go of the GIL; ``pool`` is None for one part): each part
+    after the first starts at a record start, found by counting the quotes before
+    it, and its record numbers are shifted by the records before it once those are
+    known. The header's window is scanned in one part."""
+    parts = parts if state[_TO_SKIP] == 0 else 1
     cuts = [0]
     in_quotes = state[_IN_QUOTES]
     for k in range(1, parts):
@@ -186,7 +185,7 @@ def _scan_window(
         )
         return out[:n_out]
 
-    found = list(pool.map(scan, range(len(states)))) if pool else [scan(0)]
+    found = list(pool.map(scan, range(len(states)))) if pool and parts > 1 else [scan(0)]
     for k in range(1, len(states)):
         found[k] += states[k - 1][_RECORD]
         states[k][_RECORD] += states[k - 1][_RECORD]

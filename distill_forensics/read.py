@@ -335,7 +335,7 @@ def _unreadable(files: Sequence[Path]) -> Path | None:
     for path in files:
         try:
             for f in _expand([path]):
-                lf, *_ = _scan(f)
+                lf, *_ = _scan(f, find_short=False)  # (polars' reading is what failed)
                 lf.sink_batches(lambda _: None)
         except (InputError, pl.exceptions.PolarsError, OSError, EOFError):
             return path
@@ -572,10 +572,12 @@ def _check_parquet(path: Path) -> int:
     return int(meta.num_rows)
 
 
-def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None, np.ndarray | None]:
+def _scan(
+    f: _File, *, find_short: bool = True
+) -> tuple[pl.LazyFrame, pl.Schema, int | None, np.ndarray | None]:
     """The file as a lazy frame, its schema, its rows when the format says so cheaply,
-    and for CSV, the numbers of its rows with fewer cells than the header (the frame
-    then has their numbers, ``_ROW``, when there are any)."""
+    and for CSV (with ``find_short``), the numbers of its rows with fewer cells than the
+    header (the frame then has their numbers, ``_ROW``, when there are any)."""
     rows = None
     try:
         if f.fmt == "parquet":
@@ -611,6 +613,8 @@ def _scan(f: _File) -> tuple[pl.LazyFrame, pl.Schema, int | None, np.ndarray | N
                 truncate_ragged_lines=True,
                 **options,
             )
+            if not find_short:
+                return lf, schema, rows, None
             # polars reads a row cut short as if its last cells were there and empty.
             short = short_rows(f.path, _SEPARATORS[f.fmt], len(schema), skip)
             if len(short):
